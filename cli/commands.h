@@ -1,0 +1,13 @@
+// The subcommands of the `splitfed` executable; each file adds one to the app.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace splitfed::cli {
+
+void AddVersionCommand(CLI::App& app);
+void AddDemoCommand(CLI::App& app);
+
+}  // namespace splitfed::cli

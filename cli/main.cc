@@ -1,0 +1,26 @@
+// `splitfed`: one executable, one subcommand per job. See `splitfed --help`.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"SplitFed: split federated learning for medical image segmentation"};
+  app.require_subcommand(1);
+  splitfed::cli::AddVersionCommand(app);
+  splitfed::cli::AddDemoCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    // c10::Error and friends: one line, not a stack dump.
+    std::string message = e.what();
+    if (auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
+    std::fprintf(stderr, "splitfed: error: %s\n", message.c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,12 @@
+# One place for compile flags: applied per target, never globally.
+function(splitfed_target_options target)
+  # -pthread everywhere: gRPC adds it to its users, and the shared precompiled header is only
+  # valid for targets compiled with the same definitions (it defines _REENTRANT).
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -pthread)
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+endfunction()
+
+# Torch-heavy targets reuse the precompiled header built by cmake/pch.
+function(splitfed_use_torch_pch target)
+  target_precompile_headers(${target} REUSE_FROM splitfed_torch_pch)
+endfunction()

@@ -1,0 +1,1 @@
+// Anchors the precompiled torch header; see CMakeLists.txt beside it.

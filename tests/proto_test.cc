@@ -1,0 +1,137 @@
+// The tensor codec: exact fp32 round trips, fp16 within its precision, every malformed message
+// rejected with its own error.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "proto/tensor_codec.h"
+
+namespace splitfed {
+namespace {
+
+v1::Tensor Encoded(const torch::Tensor& t, WireEncoding e = WireEncoding::kFp32) {
+  v1::Tensor m;
+  EXPECT_TRUE(EncodeTensor(t, e, &m).ok());
+  return m;
+}
+
+void ExpectRejected(const v1::Tensor& m, const DecodeLimits& limits, const std::string& needle) {
+  const absl::StatusOr<torch::Tensor> t = DecodeTensor(m, limits, "a1");
+  ASSERT_FALSE(t.ok()) << "expected an error mentioning '" << needle << "'";
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find(needle), std::string::npos) << t.status();
+  EXPECT_EQ(t.status().message().rfind("a1:", 0), 0u) << "the error names the tensor";
+}
+
+TEST(TensorCodec, Fp32RoundTripIsExact) {
+  torch::manual_seed(3);
+  const torch::Tensor t = torch::randn({2, 3, 5, 7}) * 1e3;
+  const v1::Tensor m = Encoded(t);
+  EXPECT_EQ(m.dtype(), v1::DTYPE_FLOAT32);
+  EXPECT_EQ(m.encoding(), v1::ENCODING_FP32);
+  EXPECT_EQ(m.data().size(), 2u * 3 * 5 * 7 * 4);
+  const torch::Tensor back = *DecodeTensor(m, {});
+  EXPECT_TRUE(torch::equal(back, t));
+}
+
+TEST(TensorCodec, NonContiguousAndEmptyTensorsRoundTrip) {
+  const torch::Tensor t = torch::arange(12, torch::kFloat).view({3, 4}).t();
+  EXPECT_TRUE(torch::equal(*DecodeTensor(Encoded(t), {}), t));
+  const torch::Tensor empty = torch::empty({0, 4});
+  EXPECT_EQ(DecodeTensor(Encoded(empty), {})->sizes(), empty.sizes());
+}
+
+TEST(TensorCodec, Fp16HalvesTheBytesWithinHalfPrecision) {
+  torch::manual_seed(4);
+  const torch::Tensor t = torch::randn({4, 16, 8, 8});
+  const v1::Tensor m = Encoded(t, WireEncoding::kFp16);
+  EXPECT_EQ(m.encoding(), v1::ENCODING_FP16);
+  EXPECT_EQ(m.data().size(), t.numel() * 2u);
+  const torch::Tensor back = *DecodeTensor(m, {});
+  EXPECT_EQ(back.scalar_type(), torch::kFloat);
+  // binary16 keeps 11 significant bits: relative error at most 2^-11 in the normal range.
+  const torch::Tensor rel = (back - t).abs() / t.abs().clamp_min(1e-4);
+  EXPECT_LE(rel.max().item<double>(), std::pow(2.0, -11) + 1e-7);
+  EXPECT_GT((back - t).abs().max().item<double>(), 0.0) << "fp16 should round something";
+}
+
+TEST(TensorCodec, Int64AlwaysTravelsExactly) {
+  const torch::Tensor t = torch::tensor({int64_t{1} << 40, int64_t{-3}, int64_t{0}});
+  const v1::Tensor m = Encoded(t, WireEncoding::kFp16);
+  EXPECT_EQ(m.encoding(), v1::ENCODING_INT64);
+  EXPECT_TRUE(torch::equal(*DecodeTensor(m, {}), t));
+}
+
+TEST(TensorCodec, RefusesToEncodeOtherDtypes) {
+  v1::Tensor m;
+  EXPECT_FALSE(EncodeTensor(torch::zeros({2}, torch::kDouble), WireEncoding::kFp32, &m).ok());
+  EXPECT_FALSE(EncodeTensor(torch::Tensor(), WireEncoding::kFp32, &m).ok());
+}
+
+TEST(TensorCodec, RejectsUnknownDtype) {
+  v1::Tensor m = Encoded(torch::zeros({2}));
+  m.set_dtype(static_cast<v1::DType>(42));
+  ExpectRejected(m, {}, "unknown dtype 42");
+  m.set_dtype(v1::DTYPE_UNSPECIFIED);
+  ExpectRejected(m, {}, "unknown dtype 0");
+}
+
+TEST(TensorCodec, RejectsUnknownOrMismatchedEncoding) {
+  v1::Tensor m = Encoded(torch::zeros({2}));
+  m.set_encoding(static_cast<v1::Encoding>(9));
+  ExpectRejected(m, {}, "unknown encoding 9");
+  m.set_encoding(v1::ENCODING_INT64);
+  ExpectRejected(m, {}, "cannot carry dtype DTYPE_FLOAT32");
+}
+
+TEST(TensorCodec, RejectsTruncatedAndOversizedBytes) {
+  v1::Tensor m = Encoded(torch::ones({2, 3}));
+  m.mutable_data()->resize(23);
+  ExpectRejected(m, {}, "23 data bytes, but shape [2, 3] in ENCODING_FP32 needs 24");
+  m.mutable_data()->resize(25);
+  ExpectRejected(m, {}, "25 data bytes");
+}
+
+TEST(TensorCodec, RejectsShapesBeyondLimits) {
+  v1::Tensor m = Encoded(torch::ones({2, 2}));
+  m.add_shape(-1);
+  ExpectRejected(m, {}, "negative dimension");
+
+  m = Encoded(torch::ones({1}));
+  m.clear_shape();
+  for (int i = 0; i < 9; ++i) m.add_shape(1);
+  ExpectRejected(m, {}, "rank 9 exceeds the limit of 8");
+
+  m.clear_shape();  // 2^62 elements would overflow a byte count: caught before multiplying
+  m.add_shape(int64_t{1} << 31);
+  m.add_shape(int64_t{1} << 31);
+  ExpectRejected(m, {}, "exceeds the limit of");
+}
+
+TEST(TensorCodec, RejectsUnexpectedShapeAndDtype) {
+  DecodeLimits limits;
+  limits.expected_shape = std::vector<int64_t>{8, 16, 32, 32};
+  ExpectRejected(Encoded(torch::zeros({8, 16, 32, 31})), limits,
+                 "shape [8, 16, 32, 31], expected [8, 16, 32, 32]");
+  EXPECT_TRUE(DecodeTensor(Encoded(torch::zeros({8, 16, 32, 32})), limits).ok());
+
+  DecodeLimits want_float;
+  want_float.expected_dtype = v1::DTYPE_FLOAT32;
+  ExpectRejected(Encoded(torch::zeros({2}, torch::kLong)), want_float,
+                 "dtype DTYPE_INT64, expected DTYPE_FLOAT32");
+}
+
+TEST(TensorCodec, RejectsNonFiniteValuesWhenAsked) {
+  torch::Tensor t = torch::zeros({4});
+  t[1] = std::numeric_limits<float>::quiet_NaN();
+  t[3] = std::numeric_limits<float>::infinity();
+  DecodeLimits strict;
+  strict.reject_non_finite = true;
+  ExpectRejected(Encoded(t), strict, "1 NaN, 1 Inf");
+  ExpectRejected(Encoded(t, WireEncoding::kFp16), strict, "NaN");
+  EXPECT_TRUE(DecodeTensor(Encoded(t), {}).ok()) << "allowed unless asked";
+}
+
+}  // namespace
+}  // namespace splitfed

@@ -1,0 +1,192 @@
+// The split U-Net must compute exactly what the whole U-Net computes; losses match hand values.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "split/loss.h"
+#include "split/split_step.h"
+#include "split/unet.h"
+
+namespace splitfed {
+namespace {
+
+struct Case {
+  const char* split;
+  int64_t depth;
+};
+
+class SplitEquivalence : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    torch::set_num_threads(1);
+    torch::manual_seed(7);
+  }
+};
+
+TEST_P(SplitEquivalence, ForwardLossAndEveryGradientMatchTheWholeNet) {
+  const Case c = GetParam();
+  UNetConfig config;
+  config.in_channels = 2;
+  config.num_classes = 3;
+  config.base_width = 4;
+  config.depth = c.depth;
+  const SplitSpec spec = *SplitSpec::Parse(c.split);
+  ASSERT_TRUE(spec.Validate(config).ok());
+
+  UNetSegment whole = MakeUNet(config);
+  SplitModel split = MakeSplitModel(config, spec);
+  CopyStateByName(*whole, *split.front);
+  CopyStateByName(*whole, *split.body);
+  CopyStateByName(*whole, *split.back);
+
+  // Every parameter of the whole net lives in exactly one part.
+  EXPECT_EQ(whole->parameters().size(), split.front->parameters().size() +
+                                            split.body->parameters().size() +
+                                            split.back->parameters().size());
+
+  const int64_t size = 32;
+  const torch::Tensor x = torch::randn({3, config.in_channels, size, size});
+  const torch::Tensor y = torch::randint(0, config.num_classes, {3, size, size}, torch::kLong);
+
+  const torch::Tensor whole_logits = whole->forward(x);
+  const torch::Tensor whole_loss = SegmentationLoss(whole_logits, y);
+  whole_loss.backward();
+
+  ClientStep client(split.front, split.back);
+  ServerStep server(split.body);
+  const torch::Tensor a1 = client.Forward(x);
+  const torch::Tensor a2 = server.Forward(a1);
+  const ActivationShapes shapes = *CutShapes(config, spec, size, size);
+  EXPECT_EQ(a1.sizes().slice(1).vec(), shapes.a1);
+  EXPECT_EQ(a2.sizes().slice(1).vec(), shapes.a2);
+  EXPECT_FALSE(a1.requires_grad()) << "what travels must be a plain tensor";
+  const auto back = client.Backward(
+      a2, [&](const torch::Tensor& logits) { return SegmentationLoss(logits, y); });
+  EXPECT_EQ(back.g2.sizes(), a2.sizes());
+  const torch::Tensor g1 = server.Backward(back.g2);
+  EXPECT_EQ(g1.sizes(), a1.sizes());
+  client.FinishBackward(g1);
+
+  EXPECT_TRUE(torch::allclose(back.logits, whole_logits.detach(), 1e-5, 1e-5));
+  EXPECT_NEAR(back.loss, whole_loss.item<double>(), 1e-5);
+
+  int64_t compared = 0;
+  const auto whole_params = whole->named_parameters();
+  for (UNetSegment part : {split.front, split.body, split.back}) {
+    for (const auto& p : part->named_parameters()) {
+      const torch::Tensor* ref = whole_params.find(p.key());
+      ASSERT_NE(ref, nullptr) << p.key();
+      ASSERT_TRUE(p.value().grad().defined()) << p.key() << " got no gradient";
+      const double diff = (p.value().grad() - ref->grad()).abs().max().item<double>();
+      EXPECT_LE(diff, 1e-5) << p.key();
+      ++compared;
+    }
+    // BatchNorm running statistics took the same update.
+    const auto whole_buffers = whole->named_buffers();
+    for (const auto& b : part->named_buffers()) {
+      const torch::Tensor* ref = whole_buffers.find(b.key());
+      ASSERT_NE(ref, nullptr) << b.key();
+      EXPECT_TRUE(torch::allclose(b.value().to(torch::kDouble), ref->to(torch::kDouble), 1e-6,
+                                  1e-6))
+          << b.key();
+    }
+  }
+  EXPECT_EQ(compared, static_cast<int64_t>(whole_params.size()));
+}
+
+INSTANTIATE_TEST_SUITE_P(PresetsAndDepths, SplitEquivalence,
+                         ::testing::Values(Case{"deep", 2}, Case{"deep", 4}, Case{"shallow", 2},
+                                           Case{"shallow", 4}, Case{"6,7", 3}),
+                         [](const auto& info) {
+                           std::string name = info.param.split;
+                           for (char& ch : name)
+                             if (ch == ',') ch = '_';
+                           return "split_" + name + "_depth" + std::to_string(info.param.depth);
+                         });
+
+TEST(SplitSpec, PresetsCutWhereTheAlgorithmSays) {
+  UNetConfig config;  // f = 16, depth 4
+  const auto deep = *CutShapes(config, SplitSpec::Deep(), 128, 128);
+  EXPECT_EQ(deep.a1, (std::vector<int64_t>{16, 64, 64}));  // enc1 + pool
+  EXPECT_EQ(deep.a2, (std::vector<int64_t>{32, 64, 64}));  // dec2 output at H/2
+  const auto shallow = *CutShapes(config, SplitSpec::Shallow(), 128, 128);
+  EXPECT_EQ(shallow.a1, (std::vector<int64_t>{16, 128, 128}));
+  EXPECT_EQ(shallow.a2, (std::vector<int64_t>{16, 128, 128}));
+}
+
+TEST(SplitSpec, RejectsCutsThatBreakASkipOrLeaveAnEmptyPart) {
+  UNetConfig config;
+  config.depth = 2;  // 15 units
+  EXPECT_TRUE((SplitSpec{3, 4}).Validate(config).ok());
+  // The front keeps enc0's skip but up0/dec0 are in the body: the skip would cross the cut.
+  const absl::Status crossing = (SplitSpec{3, 2}).Validate(config);
+  EXPECT_FALSE(crossing.ok());
+  EXPECT_NE(crossing.message().find("skip"), std::string::npos) << crossing;
+  EXPECT_TRUE((SplitSpec{2, 4}).Validate(config).ok());  // the pool may run on the coordinator
+  EXPECT_FALSE((SplitSpec{0, 1}).Validate(config).ok());
+  EXPECT_FALSE((SplitSpec{7, 8}).Validate(config).ok());
+  EXPECT_FALSE(SplitSpec::Parse("middle").ok());
+  EXPECT_FALSE(SplitSpec::Parse("3;4").ok());
+  EXPECT_FALSE(CutShapes(config, SplitSpec::Deep(), 30, 32).ok());  // not a multiple of 4
+}
+
+TEST(UNet, ConfigValidationNamesTheField) {
+  UNetConfig config;
+  config.depth = 9;
+  EXPECT_NE(config.Validate().message().find("depth"), std::string::npos);
+  config = UNetConfig();
+  config.num_classes = 1;
+  EXPECT_NE(config.Validate().message().find("num_classes"), std::string::npos);
+}
+
+// Losses on tensors small enough to compute by hand.
+TEST(Loss, SoftDiceByHand) {
+  // One image, 2 classes, 1×2 pixels. p = [[0.8, 0.4], [0.2, 0.6]] (class × pixel),
+  // t = one-hot of labels [0, 1] = [[1, 0], [0, 1]].
+  const torch::Tensor p = torch::tensor({0.8f, 0.4f, 0.2f, 0.6f}).view({1, 2, 1, 2});
+  const torch::Tensor t = torch::tensor({1.f, 0.f, 0.f, 1.f}).view({1, 2, 1, 2});
+  // class 0: 2·0.8 / (1.2 + 1) = 1.6/2.2; class 1: 2·0.6 / (0.8 + 1) = 1.2/1.8.
+  const double expected = 1.0 - 0.5 * (1.6 / 2.2 + 1.2 / 1.8);
+  EXPECT_NEAR(SoftDiceLoss(p, t, 0.0).item<double>(), expected, 1e-6);
+}
+
+TEST(Loss, CrossEntropyHardAndSoftByHand) {
+  // Logits for 2 pixels, 2 classes: pixel A (0, ln 3) → softmax (1/4, 3/4);
+  // pixel B (0, 0) → (1/2, 1/2).
+  const float ln3 = std::log(3.f);
+  const torch::Tensor logits = torch::tensor({0.f, 0.f, ln3, 0.f}).view({1, 2, 1, 2});
+  const torch::Tensor hard = torch::tensor({int64_t{1}, int64_t{0}}).view({1, 1, 2});
+  // Hard: −(ln 3/4 + ln 1/2) / 2.
+  const double ce_hard = -(std::log(0.75) + std::log(0.5)) / 2;
+  EXPECT_NEAR(SoftCrossEntropy(logits, TargetProbabilities(hard, 2)).item<double>(), ce_hard,
+              1e-6);
+  // Soft target (0.5, 0.5) at A and (0.2, 0.8) at B.
+  const torch::Tensor soft = torch::tensor({0.5f, 0.2f, 0.5f, 0.8f}).view({1, 2, 1, 2});
+  const double ce_soft =
+      -((0.5 * std::log(0.25) + 0.5 * std::log(0.75)) + (0.2 * std::log(0.5) + 0.8 * std::log(0.5))) /
+      2;
+  EXPECT_NEAR(SoftCrossEntropy(logits, soft).item<double>(), ce_soft, 1e-6);
+
+  // The combined loss with λ_ce = 1: Dice on softmax + CE, hard target.
+  // softmax: class 0 = (1/4, 1/2), class 1 = (3/4, 1/2); one-hot: class 0 = (0, 1), class 1 = (1, 0).
+  const double dice0 = 2 * 0.5 / (0.75 + 1), dice1 = 2 * 0.75 / (1.25 + 1);
+  const double expected = 1 - 0.5 * (dice0 + dice1) + ce_hard;
+  SegLossOptions no_smoothing;
+  no_smoothing.dice_smooth = 0.0;
+  EXPECT_NEAR(SegmentationLoss(logits, hard, no_smoothing).item<double>(), expected, 1e-6);
+}
+
+TEST(Loss, PerfectPredictionHasZeroDiceLoss) {
+  const torch::Tensor t = torch::tensor({1.f, 0.f, 0.f, 1.f}).view({1, 2, 1, 2});
+  EXPECT_NEAR(SoftDiceLoss(t, t, 1e-5).item<double>(), 0.0, 1e-7);
+}
+
+TEST(Loss, RejectsMismatchedTargets) {
+  const torch::Tensor logits = torch::zeros({1, 3, 2, 2});
+  EXPECT_THROW(SegmentationLoss(logits, torch::zeros({1, 2, 2, 2})), c10::Error);
+  EXPECT_THROW(SegmentationLoss(logits, torch::zeros({2, 2}, torch::kLong)), c10::Error);
+}
+
+}  // namespace
+}  // namespace splitfed
