@@ -9,5 +9,6 @@ namespace splitfed::cli {
 
 void AddVersionCommand(CLI::App& app);
 void AddDemoCommand(CLI::App& app);
+void AddPhantomsCommand(CLI::App& app);
 
 }  // namespace splitfed::cli

@@ -5,12 +5,15 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "split/allocator.h"
 
 int main(int argc, char** argv) {
+  splitfed::KeepTrainingBuffersInHeap();
   CLI::App app{"SplitFed: split federated learning for medical image segmentation"};
   app.require_subcommand(1);
   splitfed::cli::AddVersionCommand(app);
   splitfed::cli::AddDemoCommand(app);
+  splitfed::cli::AddPhantomsCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
