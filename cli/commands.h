@@ -10,5 +10,6 @@ namespace splitfed::cli {
 void AddVersionCommand(CLI::App& app);
 void AddDemoCommand(CLI::App& app);
 void AddPhantomsCommand(CLI::App& app);
+void AddProvisionCommand(CLI::App& app);
 
 }  // namespace splitfed::cli

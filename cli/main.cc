@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   splitfed::cli::AddVersionCommand(app);
   splitfed::cli::AddDemoCommand(app);
   splitfed::cli::AddPhantomsCommand(app);
+  splitfed::cli::AddProvisionCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,56 @@
+// Combining the sites' model parts into the global model at the end of a round.
+// An Aggregator sees only what the sites sent (their parts' state, n_k and a few scalars).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "split/model_state.h"
+
+namespace splitfed {
+
+struct SiteUpdate {
+  std::string site;
+  int64_t num_images = 0;    // n_k
+  double reliability = 1.0;  // q_k in [0, 1], reported by reliability-aware methods
+  double validation_loss = 0.0;
+  NamedTensors state;        // the parts this aggregation covers (front+back, or a body)
+};
+
+class Aggregator {
+ public:
+  virtual ~Aggregator() = default;
+  virtual std::string name() const = 0;
+
+  // The weight a_k of each update (summing to 1), for rules that are weighted averages.
+  virtual absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const = 0;
+
+  // The combined state. Default: Σ_k a_k · state_k for float tensors; integer buffers (such
+  // as BatchNorm's num_batches_tracked counter) take the largest value.
+  virtual absl::StatusOr<NamedTensors> Aggregate(const std::vector<SiteUpdate>& updates) const;
+};
+
+// Checks that there is at least one update, that every update has the same entries with the
+// same shapes and dtypes, n_k > 0, and that every float value is finite. The error names the
+// site and the entry.
+absl::Status ValidateUpdates(const std::vector<SiteUpdate>& updates);
+
+// Weighted sum of states with the given weights (the updates must be valid).
+NamedTensors WeightedAverage(const std::vector<SiteUpdate>& updates,
+                             const std::vector<double>& weights);
+
+// FedAvg: a_k = n_k / Σ_j n_j.
+class FedAvg : public Aggregator {
+ public:
+  std::string name() const override { return "fedavg"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+};
+
+// Looks an aggregation rule up by name ("fedavg").
+absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name);
+
+}  // namespace splitfed

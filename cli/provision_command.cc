@@ -1,0 +1,45 @@
+// `splitfed provision`: the federation's CA and one certificate kit per party.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "provision/federation_kit.h"
+
+namespace splitfed::cli {
+
+void AddProvisionCommand(CLI::App& app) {
+  auto o = std::make_shared<KitOptions>();
+  auto sites = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand(
+      "provision", "Make a CA and certificate kits for the coordinator, each site and an admin");
+  cmd->add_option("--out", o->out_dir, "Folder to write the kits into (must be new or empty)")
+      ->required();
+  cmd->add_option("--sites", *sites, "Comma-separated site names, e.g. a,b,c")->required();
+  cmd->add_option("--coordinator-host", o->coordinator_hosts,
+                  "Extra host name or IP the coordinator is reached at (repeatable); "
+                  "127.0.0.1 and localhost are always included");
+  cmd->add_option("--port", o->port, "Coordinator port written into the TOML files")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  cmd->add_option("--days", o->valid_days, "Validity of the issued certificates in days")
+      ->check(CLI::Range(1, 3650))
+      ->capture_default_str();
+  cmd->add_flag("--force", o->overwrite, "Write into a non-empty folder, replacing kits");
+  cmd->callback([o, sites] {
+    o->sites = absl::StrSplit(*sites, ',', absl::SkipWhitespace());
+    const absl::Status s = ProvisionFederation(*o);
+    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
+    std::printf("provisioned %zu sites in %s\n", o->sites.size(), o->out_dir.c_str());
+    std::printf("  %s/ca/            CA certificate and key: keep the key offline\n",
+                o->out_dir.c_str());
+    std::printf("  %s/coordinator/   give to the coordinator host\n", o->out_dir.c_str());
+    for (const std::string& site : o->sites)
+      std::printf("  %s/sites/%s/   give to site %s\n", o->out_dir.c_str(), site.c_str(),
+                  site.c_str());
+    std::printf("  %s/admin/         for `splitfed status`\n", o->out_dir.c_str());
+  });
+}
+
+}  // namespace splitfed::cli

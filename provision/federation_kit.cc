@@ -1,0 +1,157 @@
+#include "provision/federation_kit.h"
+
+#include <arpa/inet.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "provision/certificates.h"
+
+namespace splitfed {
+namespace fs = std::filesystem;
+namespace {
+
+bool IsIpAddress(const std::string& host) {
+  unsigned char buffer[16];
+  return inet_pton(AF_INET, host.c_str(), buffer) == 1 ||
+         inet_pton(AF_INET6, host.c_str(), buffer) == 1;
+}
+
+// Writes a file readable only by its owner when `secret`.
+absl::Status WriteFile(const fs::path& path, const std::string& content, bool secret) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path.parent_path().string(), ": ",
+                                                          ec.message()));
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot write"));
+    if (secret) fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, ec);
+    out << content;
+    if (!out.flush())
+      return absl::DataLossError(absl::StrCat(path.string(), ": write failed (disk full?)"));
+  }
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+std::string TomlList(const std::vector<std::string>& items) {
+  std::vector<std::string> quoted;
+  for (const std::string& s : items) quoted.push_back(absl::StrCat("\"", s, "\""));
+  return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
+}
+
+std::string TlsSection(const std::string& stem) {
+  return absl::StrCat("[tls]\n", "certificate = \"", stem, ".crt\"\n", "private_key = \"", stem,
+                      ".key\"\n", "ca_certificate = \"ca.crt\"\n");
+}
+
+std::string CoordinatorToml(const KitOptions& o) {
+  return absl::StrCat(
+      "# SplitFed coordinator, written by `splitfed provision`. Relative paths are relative to\n"
+      "# this file. Command-line flags override these values.\n\n",
+      "# Address to serve on. 0.0.0.0:", o.port, " to accept sites from other machines.\n",
+      "listen = \"127.0.0.1:", o.port, "\"\n",
+      "# The run store (SQLite) and the folder for per-round checkpoints.\n",
+      "database = \"coordinator.db\"\n", "checkpoints = \"checkpoints\"\n",
+      "# Only these certificate names may join.\n", "enrolled_sites = ", TomlList(o.sites),
+      "\n\n", TlsSection("coordinator"));
+}
+
+std::string ClientToml(const KitOptions& o, const std::string& stem, const std::string& comment) {
+  return absl::StrCat("# ", comment, ", written by `splitfed provision`. Relative paths are\n",
+                      "# relative to this file. Command-line flags override these values.\n\n",
+                      "coordinator = \"127.0.0.1:", o.port, "\"\n\n", TlsSection(stem));
+}
+
+}  // namespace
+
+absl::Status ValidateSiteName(const std::string& name) {
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("site name '", name, "' ", why));
+  };
+  if (name.empty() || name.size() > 63) return bad("must have 1 to 63 characters");
+  if (name == "admin" || name == "coordinator" || name == "ca") return bad("is reserved");
+  if (!std::isalnum(static_cast<unsigned char>(name[0])) || std::isupper(name[0]))
+    return bad("must start with a lower-case letter or a digit");
+  for (char c : name)
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return bad("may only hold a-z, 0-9, '-', '_' and '.'");
+  return absl::OkStatus();
+}
+
+absl::Status ProvisionFederation(const KitOptions& o) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("provision: --out is required");
+  if (o.sites.empty()) return absl::InvalidArgumentError("provision: --sites names no site");
+  std::set<std::string> seen;
+  for (const std::string& site : o.sites) {
+    if (auto s = ValidateSiteName(site); !s.ok()) return s;
+    if (!seen.insert(site).second)
+      return absl::InvalidArgumentError(absl::StrCat("site '", site, "' is listed twice"));
+  }
+  if (o.port < 1 || o.port > 65535)
+    return absl::InvalidArgumentError(absl::StrCat("port must be in 1..65535, got ", o.port));
+  std::error_code ec;
+  const fs::path out(o.out_dir);
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec) && !o.overwrite)
+    return absl::AlreadyExistsError(absl::StrCat(
+        o.out_dir, " is not empty; choose a new folder (or --force to overwrite the kits)"));
+
+  absl::StatusOr<PemPair> ca = MakeCertificateAuthority("SplitFed federation CA", 10 * 365);
+  if (!ca.ok()) return ca.status();
+  if (auto s = WriteFile(out / "ca" / "ca.crt", ca->certificate, false); !s.ok()) return s;
+  if (auto s = WriteFile(out / "ca" / "ca.key", ca->private_key, true); !s.ok()) return s;
+
+  auto write_kit = [&](const fs::path& dir, const std::string& stem,
+                       const CertificateRequest& request, const std::string& toml,
+                       const std::string& toml_name) -> absl::Status {
+    absl::StatusOr<PemPair> pair = IssueCertificate(*ca, request);
+    if (!pair.ok()) return pair.status();
+    if (auto s = WriteFile(dir / (stem + ".crt"), pair->certificate, false); !s.ok()) return s;
+    if (auto s = WriteFile(dir / (stem + ".key"), pair->private_key, true); !s.ok()) return s;
+    if (auto s = WriteFile(dir / "ca.crt", ca->certificate, false); !s.ok()) return s;
+    return WriteFile(dir / toml_name, toml, false);
+  };
+
+  CertificateRequest coordinator;
+  coordinator.common_name = "coordinator";
+  coordinator.organizational_unit = "coordinator";
+  coordinator.role = CertificateRole::kServer;
+  coordinator.valid_days = o.valid_days;
+  coordinator.dns_names = {"localhost", "coordinator"};
+  coordinator.ip_addresses = {"127.0.0.1", "::1"};
+  for (const std::string& host : o.coordinator_hosts)
+    (IsIpAddress(host) ? coordinator.ip_addresses : coordinator.dns_names).push_back(host);
+  if (auto s = write_kit(out / "coordinator", "coordinator", coordinator, CoordinatorToml(o),
+                         "coordinator.toml");
+      !s.ok())
+    return s;
+
+  for (const std::string& site : o.sites) {
+    CertificateRequest request;
+    request.common_name = site;
+    request.organizational_unit = "site";
+    request.dns_names = {site};
+    request.valid_days = o.valid_days;
+    if (auto s = write_kit(out / "sites" / site, "site", request,
+                           ClientToml(o, "site", absl::StrCat("SplitFed site '", site, "'")),
+                           "site.toml");
+        !s.ok())
+      return s;
+  }
+
+  CertificateRequest admin;
+  admin.common_name = "admin";
+  admin.organizational_unit = "admin";
+  admin.valid_days = o.valid_days;
+  return write_kit(out / "admin", "admin", admin,
+                   ClientToml(o, "admin", "SplitFed administrator (for `splitfed status`)"),
+                   "admin.toml");
+}
+
+}  // namespace splitfed

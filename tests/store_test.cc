@@ -1,0 +1,113 @@
+// The run store on a real SQLite file: what is written is read back, also after reopening.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "store/run_store.h"
+
+namespace splitfed {
+namespace {
+namespace fs = std::filesystem;
+
+class RunStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = fs::temp_directory_path() /
+            ("splitfed_store_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db");
+    Cleanup();
+  }
+  void TearDown() override { Cleanup(); }
+  void Cleanup() {
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path_.string() + suffix);
+  }
+  fs::path path_;
+};
+
+TEST_F(RunStoreTest, RoundsSitesAndMetricsSurviveReopening) {
+  int64_t run = 0;
+  {
+    auto store = *RunStore::Open(path_.string());
+    run = *store->CreateRun("phantoms-3", R"({"rounds": 2})");
+    ASSERT_TRUE(store->TouchSite(run, "a", 40, true).ok());
+    ASSERT_TRUE(store->TouchSite(run, "b", 60, true).ok());
+    ASSERT_TRUE(store->StartRound(run, 1).ok());
+    SiteRoundMetrics m;
+    m.run_id = run;
+    m.round = 1;
+    m.site = "a";
+    m.train_loss = 0.5;
+    m.validation_dice = 0.81;
+    m.aggregation_weight = 0.4;
+    m.bytes_in = 1000;
+    m.bytes_out = 2000;
+    ASSERT_TRUE(store->RecordSiteMetrics(m).ok());
+    SiteRoundMetrics left_out;
+    left_out.run_id = run;
+    left_out.round = 1;
+    left_out.site = "b";
+    left_out.included = false;
+    left_out.note = "deadline passed";
+    ASSERT_TRUE(store->RecordSiteMetrics(left_out).ok());
+    ASSERT_TRUE(store->FinishRound(run, 1, "completed", "/ckpt/round-1.pt").ok());
+    ASSERT_TRUE(store->TouchSite(run, "b", 60, false).ok());
+    ASSERT_TRUE(store->FinishRun(run, "finished").ok());
+  }
+  auto store = *RunStore::Open(path_.string());
+  const auto runs = *store->Runs();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].name, "phantoms-3");
+  EXPECT_EQ(runs[0].status, "finished");
+  EXPECT_EQ(runs[0].config_json, R"({"rounds": 2})");
+  EXPECT_FALSE(runs[0].finished_at.empty());
+
+  const auto rounds = *store->Rounds(run);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].state, "completed");
+  EXPECT_EQ(rounds[0].checkpoint_path, "/ckpt/round-1.pt");
+
+  const auto sites = *store->Sites(run);
+  ASSERT_EQ(sites.size(), 2u);
+  EXPECT_EQ(sites[0].name, "a");
+  EXPECT_TRUE(sites[0].connected);
+  EXPECT_EQ(sites[1].images, 60);
+  EXPECT_FALSE(sites[1].connected);
+
+  const auto metrics = *store->Metrics(run);
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_DOUBLE_EQ(*metrics[0].validation_dice, 0.81);
+  EXPECT_DOUBLE_EQ(*metrics[0].aggregation_weight, 0.4);
+  EXPECT_FALSE(metrics[0].reliability.has_value()) << "unset values stay NULL";
+  EXPECT_EQ(metrics[0].bytes_out, 2000);
+  EXPECT_FALSE(metrics[1].included);
+  EXPECT_EQ(metrics[1].note, "deadline passed");
+}
+
+TEST_F(RunStoreTest, ARetriedRoundCountsItsAttempts) {
+  auto store = *RunStore::Open(path_.string());
+  const int64_t run = *store->CreateRun("r", "{}");
+  ASSERT_TRUE(store->StartRound(run, 3).ok());
+  ASSERT_TRUE(store->FinishRound(run, 3, "retried", "").ok());
+  ASSERT_TRUE(store->StartRound(run, 3).ok());
+  const auto rounds = *store->Rounds(run);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].attempt, 2);
+  EXPECT_EQ(rounds[0].state, "training");
+  EXPECT_TRUE(rounds[0].finished_at.empty());
+  EXPECT_EQ(store->FinishRound(run, 4, "completed", "").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RunStoreTest, ACorruptFileIsAClearError) {
+  std::ofstream(path_) << std::string(4096, 'x');
+  const auto store = RunStore::Open(path_.string());
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("not a usable run store"), std::string::npos)
+      << store.status();
+  const auto nowhere = RunStore::Open("/nonexistent-dir/x.db");
+  EXPECT_FALSE(nowhere.ok());
+}
+
+}  // namespace
+}  // namespace splitfed
