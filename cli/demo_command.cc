@@ -10,7 +10,6 @@
 
 #include "cli/commands.h"
 #include "datasets/phantom.h"
-#include "split/evaluate.h"
 #include "split/trainer.h"
 
 namespace splitfed::cli {
@@ -29,6 +28,12 @@ struct DemoOptions {
   uint64_t seed = 1;
   int threads = 0;
 };
+
+template <typename T>
+T Unwrap(absl::StatusOr<T> value) {
+  if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
+  return *std::move(value);
+}
 
 void RunDemo(const DemoOptions& o) {
   torch::set_num_threads(o.threads > 0 ? o.threads
@@ -56,7 +61,9 @@ void RunDemo(const DemoOptions& o) {
   TrainerOptions trainer_options;
   trainer_options.learning_rate = o.learning_rate;
   trainer_options.batch_size = o.batch_size;
-  SplitTrainer trainer(MakeSplitModel(model_config, *split), trainer_options);
+  SplitModel model = MakeSplitModel(model_config, *split);
+  SiteTrainer site(model.front, model.back, trainer_options);
+  LocalBody body(model.body, o.learning_rate);
 
   std::printf(
       "demo: split U-Net (f=%ld, depth=%ld, split=%s) on %ld phantom images %ldx%ld, "
@@ -66,9 +73,8 @@ void RunDemo(const DemoOptions& o) {
       static_cast<long>(model_config.num_classes), static_cast<long>(o.val_images),
       torch::get_num_threads());
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
-    const EpochStats stats = trainer.TrainEpoch(train, o.seed * 1000 + epoch);
-    const ScoreAccumulator scores = EvaluateSplitModel(trainer.model(), val);
-    const ClassScore fg = scores.MeanForeground();
+    const EpochStats stats = Unwrap(site.TrainEpoch(train, o.seed * 1000 + epoch, body));
+    const ClassScore fg = Unwrap(site.Evaluate(val, body)).MeanForeground();
     std::printf("epoch=%ld loss=%.4f val_dice=%.4f val_iou=%.4f val_hd95=%.2f images_per_s=%.1f\n",
                 static_cast<long>(epoch), stats.mean_loss, fg.dice, fg.iou, fg.hd95,
                 stats.images / stats.seconds);

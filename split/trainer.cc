@@ -4,28 +4,54 @@
 
 #include <chrono>
 
+#include "split/evaluate.h"
+
 namespace splitfed {
 
-SplitTrainer::SplitTrainer(SplitModel model, const TrainerOptions& options)
-    : model_(std::move(model)),
-      options_(options),
-      client_(model_.front, model_.back),
-      server_(model_.body) {
-  std::vector<torch::Tensor> client_params = model_.front->parameters();
-  for (const torch::Tensor& p : model_.back->parameters()) client_params.push_back(p);
-  client_optimizer_ = std::make_unique<torch::optim::Adam>(
-      client_params, torch::optim::AdamOptions(options.learning_rate));
-  server_optimizer_ = std::make_unique<torch::optim::Adam>(
-      model_.body->parameters(), torch::optim::AdamOptions(options.learning_rate));
+LocalBody::LocalBody(UNetSegment body, double learning_rate)
+    : body_(std::move(body)),
+      step_(body_),
+      optimizer_(std::make_unique<torch::optim::Adam>(
+          body_->parameters(), torch::optim::AdamOptions(learning_rate))) {}
+
+LocalBody::~LocalBody() = default;
+
+absl::StatusOr<torch::Tensor> LocalBody::Forward(const torch::Tensor& a1) {
+  body_->train();
+  return step_.Forward(a1);
 }
 
-SplitTrainer::~SplitTrainer() = default;
+absl::StatusOr<torch::Tensor> LocalBody::Backward(const torch::Tensor& g2) {
+  optimizer_->zero_grad();
+  torch::Tensor g1 = step_.Backward(g2);
+  optimizer_->step();
+  return g1;
+}
 
-EpochStats SplitTrainer::TrainEpoch(const SegmentationSet& set, uint64_t shuffle_seed) {
+absl::StatusOr<torch::Tensor> LocalBody::Evaluate(const torch::Tensor& a1) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = body_->is_training();
+  body_->eval();
+  torch::Tensor a2 = body_->forward(a1);
+  body_->train(was_training);
+  return a2;
+}
+
+SiteTrainer::SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options)
+    : front_(std::move(front)), back_(std::move(back)), options_(options), client_(front_, back_) {
+  std::vector<torch::Tensor> params = front_->parameters();
+  for (const torch::Tensor& p : back_->parameters()) params.push_back(p);
+  optimizer_ =
+      std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options.learning_rate));
+}
+
+SiteTrainer::~SiteTrainer() = default;
+
+absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
+                                                   uint64_t shuffle_seed, BodyLink& body) {
   const auto start = std::chrono::steady_clock::now();
-  model_.front->train();
-  model_.body->train();
-  model_.back->train();
+  front_->train();
+  back_->train();
   torch::manual_seed(shuffle_seed);
   const torch::Tensor order = torch::randperm(set.size(), torch::kLong);
   EpochStats stats;
@@ -36,20 +62,43 @@ EpochStats SplitTrainer::TrainEpoch(const SegmentationSet& set, uint64_t shuffle
     const torch::Tensor idx = order.slice(0, begin, end);
     const torch::Tensor images = set.images.index_select(0, idx);
     const torch::Tensor masks = set.masks.index_select(0, idx);
-    client_optimizer_->zero_grad();
-    server_optimizer_->zero_grad();
-    const auto result = SplitTrainStep(client_, server_, images, [&](const torch::Tensor& logits) {
-      return SegmentationLoss(logits, masks, options_.loss);
-    });
-    server_optimizer_->step();
-    client_optimizer_->step();
-    loss_sum += result.loss * (end - begin);
+    optimizer_->zero_grad();
+    const torch::Tensor a1 = client_.Forward(images);
+    absl::StatusOr<torch::Tensor> a2 = body.Forward(a1);
+    if (!a2.ok()) return a2.status();
+    const ClientStep::BackResult back = client_.Backward(
+        *a2, [&](const torch::Tensor& logits) { return SegmentationLoss(logits, masks, options_.loss); });
+    absl::StatusOr<torch::Tensor> g1 = body.Backward(back.g2);
+    if (!g1.ok()) return g1.status();
+    client_.FinishBackward(*g1);
+    optimizer_->step();
+    loss_sum += back.loss * (end - begin);
     stats.images += end - begin;
   }
   stats.mean_loss = stats.images ? loss_sum / stats.images : 0.0;
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+absl::StatusOr<ScoreAccumulator> SiteTrainer::Evaluate(const SegmentationSet& set, BodyLink& body,
+                                                       int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  front_->eval();
+  back_->eval();
+  ScoreAccumulator scores(set.num_classes);
+  for (int64_t start = 0; start < set.size(); start += batch_size) {
+    const int64_t end = std::min(start + batch_size, set.size());
+    SkipSet skips;
+    const torch::Tensor a1 = front_->forward(set.images.slice(0, start, end), skips);
+    absl::StatusOr<torch::Tensor> a2 = body.Evaluate(a1);
+    if (!a2.ok()) return a2.status();
+    const torch::Tensor logits = back_->forward(*a2, skips);
+    ScoreBatch(logits.argmax(1), set.masks.slice(0, start, end), scores);
+  }
+  front_->train();
+  back_->train();
+  return scores;
 }
 
 }  // namespace splitfed

@@ -1,11 +1,13 @@
-// In-process split training: one site's front/back and one body, stepped with Adam.
-// Used by `splitfed demo`, the benchmarks and tests; the federated client and coordinator run
-// the same ClientStep/ServerStep on either side of a network stream.
+// A site's local split training, written against a BodyLink: the coordinator's body seen from
+// the site. In one process the link is a LocalBody; over the network it is a gRPC stream.
+// Either way the site runs the same code, so the arithmetic is the same.
 #pragma once
 
 #include <memory>
 
+#include "absl/status/statusor.h"
 #include "datasets/segmentation_set.h"
+#include "metrics/segmentation_metrics.h"
 #include "split/loss.h"
 #include "split/split_step.h"
 #include "split/unet.h"
@@ -15,6 +17,33 @@ class Optimizer;
 }
 
 namespace splitfed {
+
+// The body as the site sees it: a1 → a2, g2 → g1 (the body steps its own optimiser), and a
+// forward-only pass for evaluation.
+class BodyLink {
+ public:
+  virtual ~BodyLink() = default;
+  virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) = 0;
+  virtual absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) = 0;
+  virtual absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) = 0;
+};
+
+// A body with its own Adam optimiser: the coordinator keeps one per site (SFLV1), and the
+// in-process trainer uses one directly.
+class LocalBody : public BodyLink {
+ public:
+  LocalBody(UNetSegment body, double learning_rate);
+  ~LocalBody() override;
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override;
+  absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override;
+  absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override;
+  UNetSegment& body() { return body_; }
+
+ private:
+  UNetSegment body_;
+  ServerStep step_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+};
 
 struct TrainerOptions {
   double learning_rate = 1e-3;
@@ -28,24 +57,30 @@ struct EpochStats {
   double seconds = 0.0;
 };
 
-class SplitTrainer {
+// The site's half: front and back with one Adam optimiser over both.
+class SiteTrainer {
  public:
-  SplitTrainer(SplitModel model, const TrainerOptions& options);
-  ~SplitTrainer();
+  SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options);
+  ~SiteTrainer();
 
   // One pass over `set` in an order drawn from `shuffle_seed`; the last partial batch is kept
-  // unless it has a single image (BatchNorm needs two).
-  EpochStats TrainEpoch(const SegmentationSet& set, uint64_t shuffle_seed);
+  // unless it has a single image (BatchNorm needs two). Stops at the first link error.
+  absl::StatusOr<EpochStats> TrainEpoch(const SegmentationSet& set, uint64_t shuffle_seed,
+                                        BodyLink& body);
 
-  SplitModel& model() { return model_; }
+  // Scores `set` in eval mode (front and back; the body side evaluates through the link).
+  absl::StatusOr<ScoreAccumulator> Evaluate(const SegmentationSet& set, BodyLink& body,
+                                            int64_t batch_size = 16);
+
+  UNetSegment& front() { return front_; }
+  UNetSegment& back() { return back_; }
 
  private:
-  SplitModel model_;
+  UNetSegment front_;
+  UNetSegment back_;
   TrainerOptions options_;
   ClientStep client_;
-  ServerStep server_;
-  std::unique_ptr<torch::optim::Optimizer> client_optimizer_;  // front + back
-  std::unique_ptr<torch::optim::Optimizer> server_optimizer_;  // body
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 
 }  // namespace splitfed

@@ -1,0 +1,356 @@
+#include "client/site_client.h"
+
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "proto/state_codec.h"
+#include "provision/certificates.h"
+#include "split/model_state.h"
+#include "split/trainer.h"
+#include "splitfed/v1/federation.grpc.pb.h"
+
+namespace splitfed {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+bool Retryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) ||
+         absl::IsAborted(s) || absl::IsFailedPrecondition(s);
+}
+
+// The coordinator's body as seen through one Split stream.
+class StreamBody : public BodyLink {
+ public:
+  using Stream = grpc::ClientReaderWriter<v1::SplitMessage, v1::SplitMessage>;
+  StreamBody(Stream* stream, int64_t round, WireEncoding encoding,
+             const ActivationShapes& shapes)
+      : stream_(stream), round_(round), encoding_(encoding), shapes_(shapes) {}
+
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override {
+    return Exchange(v1::SplitMessage::ACTIVATION, a1, shapes_.a2, "a2");
+  }
+  absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
+    return Exchange(v1::SplitMessage::GRADIENT, g2, shapes_.a1, "g1");
+  }
+  absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
+    return Exchange(v1::SplitMessage::EVAL, a1, shapes_.a2, "a2");
+  }
+  int64_t bytes_sent() const { return bytes_sent_; }
+  int64_t bytes_received() const { return bytes_received_; }
+
+ private:
+  absl::StatusOr<torch::Tensor> Exchange(v1::SplitMessage::Kind kind, const torch::Tensor& t,
+                                         const std::vector<int64_t>& reply_shape,
+                                         const char* reply_name) {
+    v1::SplitMessage out, in;
+    out.set_kind(kind);
+    out.set_round(round_);
+    out.set_step(++step_);
+    if (auto s = EncodeTensor(t, encoding_, out.mutable_tensor()); !s.ok()) return s;
+    bytes_sent_ += out.ByteSizeLong();
+    if (!stream_->Write(out) || !stream_->Read(&in))
+      return absl::UnavailableError("the split stream closed (the coordinator ended it)");
+    bytes_received_ += in.ByteSizeLong();
+    if (in.step() != step_ || in.kind() != kind)
+      return absl::InternalError("the coordinator answered a different message");
+    DecodeLimits limits;
+    limits.expected_dtype = v1::DTYPE_FLOAT32;
+    limits.reject_non_finite = true;
+    std::vector<int64_t> shape = {t.size(0)};
+    shape.insert(shape.end(), reply_shape.begin(), reply_shape.end());
+    limits.expected_shape = shape;
+    return DecodeTensor(in.tensor(), limits, reply_name);
+  }
+
+  Stream* stream_;
+  int64_t round_;
+  WireEncoding encoding_;
+  ActivationShapes shapes_;
+  int64_t step_ = 0;
+  int64_t bytes_sent_ = 0;
+  int64_t bytes_received_ = 0;
+};
+
+}  // namespace
+
+struct SiteClient::Impl {
+  SiteClientOptions options;
+  std::atomic<bool> stopping{false};
+  std::mutex context_mutex;
+  grpc::ClientContext* active = nullptr;  // the call to cancel on Stop()
+
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Federation::Stub> federation;
+  std::unique_ptr<v1::Split::Stub> split;
+
+  UNetConfig model;
+  SplitSpec cut;
+  ActivationShapes shapes;
+  SegmentationSet train, validation;
+  std::string name;  // for logs
+
+  // Registers `context` as the one Stop() cancels while it lives.
+  class Active {
+   public:
+    Active(Impl* impl, grpc::ClientContext* c) : impl_(impl) {
+      std::lock_guard<std::mutex> lock(impl_->context_mutex);
+      impl_->active = c;
+      if (impl_->stopping) c->TryCancel();
+    }
+    ~Active() {
+      std::lock_guard<std::mutex> lock(impl_->context_mutex);
+      impl_->active = nullptr;
+    }
+
+   private:
+    Impl* impl_;
+  };
+
+  void Prepare(grpc::ClientContext* c) {
+    if (!options.tls) c->AddMetadata("x-splitfed-site", options.insecure_site_name);
+  }
+
+  void Connect() {
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetMaxSendMessageSize(kMaxMessageBytes);
+    if (options.tls) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = options.tls->ca_certificate_pem;
+      ssl.pem_private_key = options.tls->private_key_pem;
+      ssl.pem_cert_chain = options.tls->certificate_pem;
+      credentials = grpc::SslCredentials(ssl);
+      if (!options.tls->target_name_override.empty())
+        args.SetSslTargetNameOverride(options.tls->target_name_override);
+    } else {
+      credentials = grpc::InsecureChannelCredentials();
+    }
+    channel = grpc::CreateCustomChannel(options.coordinator, credentials, args);
+    federation = v1::Federation::NewStub(channel);
+    split = v1::Split::NewStub(channel);
+  }
+
+  absl::Status Join() {
+    grpc::ClientContext context;
+    Prepare(&context);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    Active active(this, &context);
+    v1::JoinRequest request;
+    request.set_num_images(train.size());
+    v1::JoinReply reply;
+    grpc::Status s = federation->Join(&context, request, &reply);
+    if (!s.ok()) return FromGrpc(s, "join");
+    const v1::ModelSpec& m = reply.model();
+    model = {m.in_channels(), m.num_classes(), m.base_width(), m.depth()};
+    cut = {m.front_units(), m.back_units()};
+    absl::StatusOr<ActivationShapes> cs = CutShapes(model, cut, m.image_height(), m.image_width());
+    if (!cs.ok()) return absl::InvalidArgumentError(
+        absl::StrCat("the coordinator's model does not build: ", cs.status().message()));
+    shapes = *cs;
+    if (train.size() == 0) {  // first join: load the data at the run's size
+      absl::StatusOr<SegmentationSet> data = options.load_data(
+          {m.image_height(), m.image_width(), m.in_channels(), m.num_classes()});
+      if (!data.ok()) return data.status();
+      const int64_t n = data->size();
+      const int64_t n_val = std::max<int64_t>(
+          n >= 4 ? 1 : 0, static_cast<int64_t>(n * options.validation_fraction));
+      if (n - n_val < 2)
+        return absl::InvalidArgumentError(
+            absl::StrCat("the site has ", n, " images; it needs at least 2 to train"));
+      train = data->Subset(torch::arange(0, n - n_val));
+      validation = data->Subset(torch::arange(n - n_val, n));
+      LOG(INFO) << "event=data_loaded site=" << name << " train=" << train.size()
+                << " validation=" << validation.size();
+      return Join();  // report the image count
+    }
+    LOG(INFO) << "event=joined site=" << name << " run=" << reply.run_id();
+    return absl::OkStatus();
+  }
+
+  // Returns false when the run is over.
+  absl::StatusOr<bool> TakePartInRound(SiteRunSummary* summary) {
+    // 1. Wait for a round and receive the global front and back.
+    v1::RoundSettings settings;
+    NamedTensors state;
+    {
+      grpc::ClientContext context;
+      Prepare(&context);
+      Active active(this, &context);
+      v1::WaitRoundRequest request;
+      request.set_last_round(summary->rounds_completed);
+      auto reader = federation->WaitRound(&context, request);
+      v1::RoundChunk chunk;
+      bool ended = false;
+      while (reader->Read(&chunk)) {
+        if (chunk.has_finished()) return false;
+        if (chunk.has_settings()) settings = chunk.settings();
+        if (chunk.has_state())
+          if (auto s = DecodeStateEntry(chunk.state(), &state); !s.ok()) return s;
+        if (chunk.has_end()) ended = true;
+      }
+      grpc::Status s = reader->Finish();
+      if (!s.ok()) return FromGrpc(s, "wait for round");
+      if (!ended || settings.round() < 1)
+        return absl::UnavailableError("the round announcement was cut short");
+    }
+    const int64_t round = settings.round();
+    LOG(INFO) << "event=round_start site=" << name << " round=" << round << "/"
+              << settings.total_rounds();
+
+    // 2. Build the client parts from the global weights.
+    SplitModel parts = MakeSplitModel(model, cut);
+    NamedTensors front, back;
+    for (const auto& [key, t] : state) {
+      if (key.rfind("front.", 0) == 0) front[key.substr(6)] = t;
+      if (key.rfind("back.", 0) == 0) back[key.substr(5)] = t;
+    }
+    if (auto s = LoadState(*parts.front, front); !s.ok()) return s;
+    if (auto s = LoadState(*parts.back, back); !s.ok()) return s;
+    TrainerOptions trainer_options;
+    trainer_options.learning_rate = settings.learning_rate();
+    trainer_options.batch_size = settings.batch_size();
+    SiteTrainer trainer(parts.front, parts.back, trainer_options);
+
+    // 3. Local epochs through the coordinator's body, then validation.
+    grpc::ClientContext context;
+    Prepare(&context);
+    context.set_deadline(std::chrono::system_clock::time_point(
+        std::chrono::milliseconds(settings.deadline_unix_ms())));
+    Active active(this, &context);
+    auto stream = split->Train(&context);
+    const WireEncoding encoding = settings.activation_encoding() == v1::ENCODING_FP16
+                                      ? WireEncoding::kFp16
+                                      : WireEncoding::kFp32;
+    StreamBody body(stream.get(), round, encoding, shapes);
+    double loss = 0;
+    for (int64_t epoch = 0; epoch < settings.local_epochs(); ++epoch) {
+      absl::StatusOr<EpochStats> stats =
+          trainer.TrainEpoch(train, settings.shuffle_seed() + epoch, body);
+      if (!stats.ok()) {
+        stream->WritesDone();
+        grpc::Status s = stream->Finish();
+        return s.ok() ? stats.status() : FromGrpc(s, "split training");
+      }
+      loss = stats->mean_loss;
+      LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
+                << " loss=" << loss << " images_per_s=" << stats->images / stats->seconds;
+    }
+    double dice = 0;
+    if (validation.size() > 0) {
+      absl::StatusOr<ScoreAccumulator> scores = trainer.Evaluate(validation, body);
+      if (!scores.ok()) return scores.status();
+      dice = scores->MeanForeground().dice;
+    }
+    stream->WritesDone();
+    grpc::Status finished = stream->Finish();
+    if (!finished.ok()) return FromGrpc(finished, "split training");
+
+    // 4. Submit the trained front and back with the round's scalars.
+    {
+      grpc::ClientContext submit_context;
+      Prepare(&submit_context);
+      Active active_submit(this, &submit_context);
+      v1::SubmitReply reply;
+      auto writer = federation->SubmitUpdate(&submit_context, &reply);
+      v1::UpdateChunk chunk;
+      v1::UpdateScalars* sc = chunk.mutable_scalars();
+      sc->set_round(round);
+      sc->set_num_images(train.size());
+      sc->set_train_loss(loss);
+      sc->set_validation_dice(dice);
+      sc->set_reliability(1.0);
+      bool ok = writer->Write(chunk);
+      for (const auto& [prefix, part] : {std::pair{"front.", parts.front}, {"back.", parts.back}})
+        for (const auto& [key, t] : ExtractState(*part)) {
+          if (!ok) break;
+          chunk.Clear();
+          if (auto s = EncodeStateEntry(prefix + key, t, chunk.mutable_state()); !s.ok()) return s;
+          ok = writer->Write(chunk);
+        }
+      writer->WritesDone();
+      grpc::Status s = writer->Finish();
+      if (!s.ok()) return FromGrpc(s, "submit update");
+    }
+    summary->rounds_completed = round;
+    summary->last_train_loss = loss;
+    summary->last_validation_dice = dice;
+    LOG(INFO) << "event=round_done site=" << name << " round=" << round << " loss=" << loss
+              << " val_dice=" << dice << " bytes_up=" << body.bytes_sent()
+              << " bytes_down=" << body.bytes_received();
+    return true;
+  }
+};
+
+SiteClient::SiteClient(SiteClientOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  // The name is the certificate's (the coordinator reads the same); used here for logs only.
+  if (impl_->options.tls) {
+    auto cn = CertificateCommonName(impl_->options.tls->certificate_pem);
+    impl_->name = cn.ok() ? *cn : "(unreadable certificate)";
+  } else {
+    impl_->name = impl_->options.insecure_site_name;
+  }
+}
+
+SiteClient::~SiteClient() = default;
+
+void SiteClient::Stop() {
+  impl_->stopping = true;
+  std::lock_guard<std::mutex> lock(impl_->context_mutex);
+  if (impl_->active) impl_->active->TryCancel();
+}
+
+absl::StatusOr<SiteRunSummary> SiteClient::Run() {
+  Impl& m = *impl_;
+  SiteRunSummary summary;
+  double backoff = m.options.initial_backoff_seconds;
+  int64_t failures = 0;
+  bool joined = false;
+  m.Connect();
+  while (!m.stopping) {
+    absl::Status status;
+    if (!joined) {
+      status = m.Join();
+      joined = status.ok();
+    }
+    if (joined) {
+      absl::StatusOr<bool> more = m.TakePartInRound(&summary);
+      if (more.ok() && !*more) {
+        LOG(INFO) << "event=run_finished site=" << m.name
+                  << " rounds=" << summary.rounds_completed;
+        return summary;
+      }
+      status = more.status();
+      if (status.ok()) {
+        backoff = m.options.initial_backoff_seconds;
+        failures = 0;
+        continue;
+      }
+      if (absl::IsDeadlineExceeded(status) && status.message().find("wait for round") == 0)
+        continue;  // a long-poll that simply timed out
+    }
+    if (m.stopping) break;
+    if (!Retryable(status)) return status;  // e.g. refused certificate name: do not hammer
+    if (m.options.max_reconnects >= 0 && ++failures > m.options.max_reconnects) return status;
+    LOG(WARNING) << "event=retry site=" << m.name << " in_s=" << backoff << " reason=\""
+                 << status.message() << "\"";
+    for (double waited = 0; waited < backoff && !m.stopping; waited += 0.05)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff = std::min(backoff * 2, m.options.max_backoff_seconds);
+    joined = joined && !absl::IsUnavailable(status);
+  }
+  return absl::CancelledError("stopped");
+}
+
+}  // namespace splitfed

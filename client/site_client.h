@@ -1,0 +1,67 @@
+// The site's side of the federation: join, wait for a round, train through the coordinator's
+// body over the Split stream, submit the front and back. Only a1, g2, the client parts'
+// weights and a few scalars leave the site; images and masks never do.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "datasets/segmentation_set.h"
+#include "split/unet.h"
+
+namespace splitfed {
+
+struct ClientTls {
+  std::string certificate_pem;
+  std::string private_key_pem;
+  std::string ca_certificate_pem;
+  std::string target_name_override;  // when the address is not in the coordinator's SANs
+};
+
+// What the coordinator asks the site to build; the site loads its data at this size.
+struct DataRequest {
+  int64_t height = 0;
+  int64_t width = 0;
+  int64_t channels = 0;
+  int64_t num_classes = 0;
+};
+using DataLoader = std::function<absl::StatusOr<SegmentationSet>(const DataRequest&)>;
+
+struct SiteClientOptions {
+  std::string coordinator;               // "host:port"
+  std::optional<ClientTls> tls;          // nullopt: insecure (loopback experiments only)
+  std::string insecure_site_name;        // sent as x-splitfed-site in insecure mode
+  DataLoader load_data;
+  double validation_fraction = 0.2;      // the last images of the set, never trained on
+  double initial_backoff_seconds = 0.5;  // reconnect waits double up to the maximum
+  double max_backoff_seconds = 30;
+  int64_t max_reconnects = -1;           // -1: keep trying until stopped
+};
+
+struct SiteRunSummary {
+  int64_t rounds_completed = 0;
+  double last_train_loss = 0;
+  double last_validation_dice = 0;
+};
+
+class SiteClient {
+ public:
+  explicit SiteClient(SiteClientOptions options);
+  ~SiteClient();
+
+  // Takes part in rounds until the coordinator says the run is over, `Stop()` is called, or
+  // reconnecting gives up. Logs key=value lines.
+  absl::StatusOr<SiteRunSummary> Run();
+  // Safe from any thread (e.g. a signal handler's thread): ends Run() promptly.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace splitfed

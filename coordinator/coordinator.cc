@@ -1,0 +1,429 @@
+#include "coordinator/coordinator.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "split/model_file.h"
+
+namespace splitfed {
+namespace {
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Front and back travel together, their names prefixed by the part.
+NamedTensors ClientState(SplitModel& m) {
+  NamedTensors out;
+  for (auto& [name, t] : ExtractState(*m.front)) out["front." + name] = t;
+  for (auto& [name, t] : ExtractState(*m.back)) out["back." + name] = t;
+  return out;
+}
+
+// Splits a prefixed client state back into the front's and the back's.
+void SplitClientState(const NamedTensors& state, NamedTensors* front, NamedTensors* back) {
+  for (const auto& [name, t] : state) {
+    if (name.rfind("front.", 0) == 0) (*front)[name.substr(6)] = t;
+    if (name.rfind("back.", 0) == 0) (*back)[name.substr(5)] = t;
+  }
+}
+
+// Bad values from the network must never reach autograd as an exception.
+template <typename Fn>
+absl::StatusOr<torch::Tensor> Guarded(const std::string& what, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const c10::Error& e) {
+    std::string message = e.what_without_backtrace();
+    if (auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", message));
+  }
+}
+
+absl::Status CheckBatchShape(const torch::Tensor& t, const std::vector<int64_t>& per_image,
+                             const std::string& what) {
+  std::vector<int64_t> expected = {t.dim() > 0 ? t.size(0) : -1};
+  expected.insert(expected.end(), per_image.begin(), per_image.end());
+  if (t.dim() != static_cast<int64_t>(expected.size()) || t.sizes().vec() != expected ||
+      t.size(0) < 1 || t.size(0) > 4096)
+    return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", c10::str(t.sizes()),
+                                                   ", expected [N, ", c10::str(per_image),
+                                                   "] with 1 <= N <= 4096"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunOptions::Validate() const {
+  auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
+  if (rounds < 1) return bad(absl::StrCat("rounds must be at least 1, got ", rounds));
+  if (enrolled_sites.empty()) return bad("enrolled_sites is empty: no site could ever join");
+  if (min_sites < 1 || min_sites > static_cast<int64_t>(enrolled_sites.size()))
+    return bad(absl::StrCat("min_sites must be in [1, ", enrolled_sites.size(),
+                            "] (the enrolled sites), got ", min_sites));
+  if (local_epochs < 1) return bad(absl::StrCat("local_epochs must be >= 1, got ", local_epochs));
+  if (batch_size < 2) return bad(absl::StrCat("batch_size must be >= 2, got ", batch_size));
+  if (!(learning_rate > 0)) return bad("learning_rate must be positive");
+  if (!(round_deadline_seconds > 0)) return bad("round_deadline_seconds must be positive");
+  if (auto s = CutShapes(model, split, image_size, image_size); !s.ok()) return s.status();
+  return MakeAggregator(aggregation).status();
+}
+
+Coordinator::Coordinator(const RunOptions& options, RunStore* store)
+    : options_(options), store_(store) {}
+
+Coordinator::~Coordinator() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOptions& options,
+                                                                  RunStore* store) {
+  if (auto s = options.Validate(); !s.ok()) return s;
+  std::unique_ptr<Coordinator> c(new Coordinator(options, store));
+  c->shapes_ = *CutShapes(options.model, options.split, options.image_size, options.image_size);
+  c->aggregator_ = *MakeAggregator(options.aggregation);
+  torch::manual_seed(options.seed);
+  c->global_ = MakeSplitModel(options.model, options.split);
+  if (store) {
+    absl::StatusOr<int64_t> run = store->CreateRun(
+        options.run_name,
+        absl::StrCat("{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
+                     ", \"local_epochs\": ", options.local_epochs, ", \"aggregation\": \"",
+                     options.aggregation, "\"}"));
+    if (!run.ok()) return run.status();
+    c->run_id_ = *run;
+  }
+  if (!options.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.checkpoint_dir, ec);
+    if (ec)
+      return absl::PermissionDeniedError(
+          absl::StrCat(options.checkpoint_dir, ": cannot create the checkpoint folder: ",
+                       ec.message()));
+  }
+  return c;
+}
+
+absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (std::find(options_.enrolled_sites.begin(), options_.enrolled_sites.end(), site) ==
+      options_.enrolled_sites.end())
+    return absl::PermissionDeniedError(
+        absl::StrCat("site '", site, "' is not enrolled in run ", run_id_));
+  if (num_images < 0)
+    return absl::InvalidArgumentError(absl::StrCat("image count ", num_images, " is negative"));
+  SiteState& s = sites_[site];
+  if (num_images > 0) s.num_images = num_images;
+  s.connected = true;
+  lock.unlock();
+  if (store_) return store_->TouchSite(run_id_, site, num_images, true);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, double wait_seconds,
+                                                   const std::function<bool()>& cancelled) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  auto it = sites_.find(site);
+  if (it == sites_.end())
+    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' has not joined"));
+  it->second.waiting = true;
+  it->second.connected = true;
+  changed_.notify_all();
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(wait_seconds * 1000));
+  while (true) {
+    if (finished_ || stopping_) {
+      it->second.waiting = false;
+      RoundTicket t;
+      t.finished = true;
+      return t;
+    }
+    if (round_ > 0 && participants_.count(site) && ticket_round_[site] != round_) {
+      ticket_round_[site] = round_;
+      it->second.waiting = false;
+      RoundTicket t;
+      t.round = round_;
+      t.deadline_unix_ms = deadline_unix_ms_;
+      t.shuffle_seed = options_.seed * 1000003ULL + static_cast<uint64_t>(round_);
+      t.client_state = ClientState(global_);
+      return t;
+    }
+    if ((cancelled && cancelled()) || std::chrono::steady_clock::now() >= until) {
+      it->second.waiting = false;
+      return absl::DeadlineExceededError("no round opened yet; ask again");
+    }
+    changed_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActiveParticipant(
+    const std::string& site, int64_t round) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (round_ == 0 || round != round_)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", round, " is not open (", round_ ? absl::StrCat("round ", round_, " is") :
+                                                    std::string("no round is"), ")"));
+  auto it = participants_.find(site);
+  if (it == participants_.end())
+    return absl::FailedPreconditionError(
+        absl::StrCat("site '", site, "' does not take part in round ", round));
+  if (it->second->failed)
+    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' was left out of round ",
+                                                      round, ": ", it->second->failure));
+  if (it->second->submitted)
+    return absl::FailedPreconditionError(
+        absl::StrCat("site '", site, "' already submitted round ", round));
+  return it->second;
+}
+
+absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
+                                                   const torch::Tensor& a1) {
+  auto p = ActiveParticipant(site, round);
+  if (!p.ok()) return p.status();
+  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  return Guarded("a1", [&] { return *(*p)->body->Forward(a1); });
+}
+
+absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int64_t round,
+                                                    const torch::Tensor& g2) {
+  auto p = ActiveParticipant(site, round);
+  if (!p.ok()) return p.status();
+  if (auto s = CheckBatchShape(g2, shapes_.a2, "g2"); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  return Guarded("g2", [&] { return *(*p)->body->Backward(g2); });
+}
+
+absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,
+                                                    const torch::Tensor& a1) {
+  auto p = ActiveParticipant(site, round);
+  if (!p.ok()) return p.status();
+  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  return Guarded("a1", [&] { return *(*p)->body->Evaluate(a1); });
+}
+
+absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submission) {
+  auto p = ActiveParticipant(site, submission.round);
+  if (!p.ok()) return p.status();
+  if (submission.num_images < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("site '", site, "' reports ", submission.num_images, " images"));
+  // The update must fit the global parts exactly and hold finite values.
+  SiteUpdate reference{"global", 1, 1.0, 0.0, ClientState(global_)};
+  SiteUpdate candidate{site, submission.num_images, 1.0, 0.0, submission.client_state};
+  if (auto s = ValidateUpdates({reference, candidate}); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(mutex_);
+  (*p)->submission = std::move(submission);
+  (*p)->submitted = true;
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+void Coordinator::MarkFailed(const std::string& site, int64_t round, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (round != round_) return;
+  auto it = participants_.find(site);
+  if (it == participants_.end() || it->second->submitted || it->second->failed) return;
+  it->second->failed = true;
+  it->second->failure = why;
+  changed_.notify_all();
+}
+
+void Coordinator::CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = sites_.find(site);
+  if (it == sites_.end()) return;
+  it->second.bytes_in += bytes_in;
+  it->second.bytes_out += bytes_out;
+}
+
+void Coordinator::Heartbeat(const std::string& site) {
+  int64_t images = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = sites_.find(site);
+    if (it == sites_.end()) return;
+    it->second.connected = true;
+    images = it->second.num_images;
+  }
+  if (store_) store_->TouchSite(run_id_, site, images, true).IgnoreError();
+}
+
+int64_t Coordinator::current_round() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return round_;
+}
+
+void Coordinator::Stop() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stopping_ = true;
+  changed_.notify_all();
+}
+
+SplitModel Coordinator::GlobalModel() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return global_;
+}
+
+absl::Status Coordinator::Run() {
+  for (int64_t round = 1; round <= options_.rounds; ++round) {
+    bool completed = false;
+    while (!completed) {
+      if (auto s = RunRound(round, &completed); !s.ok()) {
+        if (store_) store_->FinishRun(run_id_, "failed").IgnoreError();
+        return s;
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) {
+        finished_ = true;
+        changed_.notify_all();
+        if (store_) store_->FinishRun(run_id_, "stopped").IgnoreError();
+        return absl::OkStatus();
+      }
+    }
+  }
+  std::string final_path;
+  if (!options_.checkpoint_dir.empty()) {
+    final_path = (std::filesystem::path(options_.checkpoint_dir) / "final.pt").string();
+    if (auto s = SaveModelFile(final_path, options_.model, options_.split, options_.image_size,
+                               options_.image_size, global_);
+        !s.ok())
+      return s;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_ = true;
+    changed_.notify_all();
+  }
+  if (store_) return store_->FinishRun(run_id_, "finished");
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
+  *completed = false;
+  std::unique_lock<std::mutex> lock(mutex_);
+  // 1. Wait for enough sites to be parked in WaitRound.
+  auto waiting_sites = [&] {
+    std::vector<std::string> names;
+    for (const auto& [name, s] : sites_)
+      if (s.waiting) names.push_back(name);
+    return names;
+  };
+  while (!stopping_ && static_cast<int64_t>(waiting_sites().size()) < options_.min_sites)
+    changed_.wait_for(lock, std::chrono::milliseconds(200));
+  if (stopping_) return absl::OkStatus();
+
+  // 2. Open the round: every waiting site takes part, each with a fresh copy of the body.
+  participants_.clear();
+  const NamedTensors body_state = ExtractState(*global_.body);
+  const int64_t total_units = 6 * options_.model.depth + 3;
+  for (const std::string& name : waiting_sites()) {
+    auto p = std::make_shared<Participant>();
+    UNetSegment body(options_.model, options_.split.front_units,
+                     total_units - options_.split.back_units);
+    if (auto s = LoadState(*body, body_state); !s.ok()) return s;
+    p->body = std::make_unique<LocalBody>(body, options_.learning_rate);
+    participants_[name] = p;
+    sites_[name].bytes_in = sites_[name].bytes_out = 0;
+  }
+  round_ = last_round_ = round;
+  deadline_unix_ms_ =
+      NowUnixMs() + static_cast<int64_t>(options_.round_deadline_seconds * 1000);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(
+                            static_cast<int64_t>(options_.round_deadline_seconds * 1000));
+  if (store_) store_->StartRound(run_id_, round).IgnoreError();
+  changed_.notify_all();
+
+  // 3. Wait until every participant submitted or failed, or the deadline.
+  auto pending = [&] {
+    for (const auto& [name, p] : participants_)
+      if (!p->submitted && !p->failed) return true;
+    return false;
+  };
+  while (!stopping_ && pending() && std::chrono::steady_clock::now() < deadline)
+    changed_.wait_for(lock, std::chrono::milliseconds(200));
+
+  // 4. Close the round; from here on its messages are refused.
+  round_ = 0;
+  std::map<std::string, std::shared_ptr<Participant>> closed;
+  closed.swap(participants_);
+  std::map<std::string, SiteState> site_snapshot = sites_;
+  lock.unlock();
+
+  std::vector<SiteUpdate> client_updates, body_updates;
+  std::vector<std::string> included;
+  for (auto& [name, p] : closed) {
+    std::lock_guard<std::mutex> body_lock(p->body_mutex);  // let an in-flight step finish
+    if (!p->submitted) {
+      if (!p->failed) p->failure = "did not submit before the round deadline";
+      continue;
+    }
+    included.push_back(name);
+    client_updates.push_back({name, p->submission.num_images, p->submission.reliability,
+                              p->submission.validation_loss, p->submission.client_state});
+    body_updates.push_back({name, p->submission.num_images, p->submission.reliability,
+                            p->submission.validation_loss, ExtractState(*p->body->body())});
+  }
+
+  std::vector<double> weights;
+  const bool enough = static_cast<int64_t>(included.size()) >= options_.min_sites;
+  std::string checkpoint;
+  if (enough) {
+    absl::StatusOr<std::vector<double>> w = aggregator_->Weights(client_updates);
+    if (!w.ok()) return w.status();
+    weights = *w;
+    const NamedTensors client = WeightedAverage(client_updates, weights);
+    const NamedTensors body = WeightedAverage(body_updates, weights);
+    NamedTensors front, back;
+    SplitClientState(client, &front, &back);
+    std::lock_guard<std::mutex> relock(mutex_);
+    if (auto s = LoadState(*global_.front, front); !s.ok()) return s;
+    if (auto s = LoadState(*global_.back, back); !s.ok()) return s;
+    if (auto s = LoadState(*global_.body, body); !s.ok()) return s;
+  }
+  if (enough && !options_.checkpoint_dir.empty()) {
+    checkpoint = (std::filesystem::path(options_.checkpoint_dir) /
+                  absl::StrCat("round-", round, ".pt"))
+                     .string();
+    if (auto s = SaveModelFile(checkpoint, options_.model, options_.split, options_.image_size,
+                               options_.image_size, global_);
+        !s.ok())
+      return s;
+  }
+  if (store_) {
+    size_t k = 0;
+    for (auto& [name, p] : closed) {
+      SiteRoundMetrics m;
+      m.run_id = run_id_;
+      m.round = round;
+      m.site = name;
+      m.included = p->submitted && enough;
+      m.bytes_in = site_snapshot[name].bytes_in;
+      m.bytes_out = site_snapshot[name].bytes_out;
+      if (p->submitted) {
+        m.train_loss = p->submission.train_loss;
+        m.validation_dice = p->submission.validation_dice;
+        m.reliability = p->submission.reliability;
+        if (enough) m.aggregation_weight = weights[k];
+        ++k;
+        store_->TouchSite(run_id_, name, p->submission.num_images, true).IgnoreError();
+      } else {
+        m.note = p->failure;
+      }
+      if (!enough && p->submitted) m.note = "round retried: too few sites submitted";
+      if (auto s = store_->RecordSiteMetrics(m); !s.ok()) return s;
+    }
+    if (auto s = store_->FinishRound(run_id_, round, enough ? "completed" : "retried", checkpoint);
+        !s.ok())
+      return s;
+  }
+  *completed = enough;
+  return absl::OkStatus();
+}
+
+}  // namespace splitfed

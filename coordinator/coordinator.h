@@ -1,0 +1,148 @@
+// The coordinator's core: the global model, one body per site (SFLV1), round control and
+// aggregation. Transport-free: the gRPC services in services.h call into it, and a test can
+// too. Identity (the site name) is decided by the caller from the mTLS certificate.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aggregation/aggregator.h"
+#include "proto/tensor_codec.h"
+#include "split/model_state.h"
+#include "split/trainer.h"
+#include "split/unet.h"
+#include "store/run_store.h"
+
+namespace splitfed {
+
+struct RunOptions {
+  std::string run_name = "run";
+  int64_t rounds = 5;
+  int64_t min_sites = 1;
+  int64_t local_epochs = 1;
+  int64_t batch_size = 8;
+  double learning_rate = 1e-3;
+  double round_deadline_seconds = 600;
+  WireEncoding activation_encoding = WireEncoding::kFp32;
+  UNetConfig model;
+  SplitSpec split = SplitSpec::Deep();
+  int64_t image_size = 64;
+  uint64_t seed = 1;
+  std::string aggregation = "fedavg";
+  std::vector<std::string> enrolled_sites;
+  std::string checkpoint_dir;  // empty: no checkpoints
+
+  absl::Status Validate() const;
+};
+
+// What a site receives when a round opens for it.
+struct RoundTicket {
+  bool finished = false;  // the run is over
+  int64_t round = 0;
+  int64_t deadline_unix_ms = 0;
+  uint64_t shuffle_seed = 0;
+  NamedTensors client_state;  // global front and back, prefixed "front." / "back."
+};
+
+struct SiteSubmission {
+  int64_t round = 0;
+  int64_t num_images = 0;
+  double train_loss = 0;
+  double validation_loss = 0;
+  double validation_dice = 0;
+  double reliability = 1.0;
+  NamedTensors client_state;  // prefixed like RoundTicket::client_state
+  int64_t bytes_in = 0;
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const RunOptions& options,
+                                                              RunStore* store);
+  ~Coordinator();
+
+  const RunOptions& options() const { return options_; }
+  int64_t run_id() const { return run_id_; }
+  ActivationShapes cut_shapes() const { return shapes_; }
+
+  // A site joins (or rejoins). Refused if its name is not enrolled. `num_images` may be 0
+  // when the site has not loaded its data yet (it reports n_k with each update).
+  absl::Status Join(const std::string& site, int64_t num_images);
+  // Parks until a round that includes `site` opens, the run finishes, `cancelled()` turns
+  // true, or `wait_seconds` pass (then kDeadlineExceeded: the site simply asks again).
+  absl::StatusOr<RoundTicket> WaitRound(const std::string& site, double wait_seconds,
+                                        const std::function<bool()>& cancelled);
+  // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
+  // site's body), a1 → a2 (evaluation, no state).
+  absl::StatusOr<torch::Tensor> Forward(const std::string& site, int64_t round,
+                                        const torch::Tensor& a1);
+  absl::StatusOr<torch::Tensor> Backward(const std::string& site, int64_t round,
+                                         const torch::Tensor& g2);
+  absl::StatusOr<torch::Tensor> Evaluate(const std::string& site, int64_t round,
+                                         const torch::Tensor& a1);
+  // The site's trained front and back and its scalars; the round closes when every
+  // participant has submitted or failed, or at the deadline.
+  absl::Status Submit(const std::string& site, SiteSubmission submission);
+  // The site failed mid-round (stream broken, bad data): it is left out of this round.
+  void MarkFailed(const std::string& site, int64_t round, const std::string& why);
+  void CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out);
+  void Heartbeat(const std::string& site);
+  int64_t current_round() const;
+
+  // Runs every round; returns when the run is finished or Stop() is called.
+  absl::Status Run();
+  void Stop();
+
+  // The global model as it stands (front, body and back), e.g. for the final model file.
+  SplitModel GlobalModel();
+
+ private:
+  struct SiteState {
+    int64_t num_images = 0;
+    bool waiting = false;
+    bool connected = false;
+    int64_t bytes_in = 0;   // this round
+    int64_t bytes_out = 0;  // this round
+  };
+  struct Participant {
+    std::unique_ptr<LocalBody> body;  // the site's body copy for this round
+    std::mutex body_mutex;
+    bool submitted = false;
+    bool failed = false;
+    std::string failure;
+    SiteSubmission submission;
+  };
+
+  Coordinator(const RunOptions& options, RunStore* store);
+  absl::Status RunRound(int64_t round, bool* completed);
+  absl::StatusOr<std::shared_ptr<Participant>> ActiveParticipant(const std::string& site,
+                                                                int64_t round);
+  absl::Status SaveCheckpoint(int64_t round, std::string* path);
+
+  RunOptions options_;
+  RunStore* store_;
+  int64_t run_id_ = 0;
+  ActivationShapes shapes_;
+  std::unique_ptr<Aggregator> aggregator_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stopping_ = false;
+  bool finished_ = false;
+  int64_t round_ = 0;         // the open round, 0 between rounds
+  int64_t last_round_ = 0;    // the last round opened
+  int64_t deadline_unix_ms_ = 0;
+  std::map<std::string, SiteState> sites_;
+  std::map<std::string, std::shared_ptr<Participant>> participants_;
+  std::map<std::string, int64_t> ticket_round_;  // the round each site was last handed
+  SplitModel global_;
+};
+
+}  // namespace splitfed

@@ -1,0 +1,50 @@
+// The coordinator's gRPC server: Federation, Split and Admin services over mutual TLS.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/coordinator.h"
+#include "store/run_store.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace splitfed {
+
+struct TlsFiles {
+  std::string certificate_pem;
+  std::string private_key_pem;
+  std::string ca_certificate_pem;
+};
+
+// Reads the three PEM files, with errors that name the file.
+absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std::string& key,
+                                      const std::string& ca);
+
+class CoordinatorServer {
+ public:
+  // Serves on `listen` ("host:port"; port 0 picks one). With `tls`, every client must present
+  // a certificate from the same CA (the site's name is its certificate's common name); without
+  // it (insecure mode), `listen` must be a loopback address and the site's name is read from
+  // the "x-splitfed-site" request header.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      Coordinator* coordinator, RunStore* store, const std::string& listen,
+      const std::optional<TlsFiles>& tls);
+  ~CoordinatorServer();
+
+  int port() const { return port_; }
+  void Shutdown();
+
+ private:
+  CoordinatorServer() = default;
+  struct Services;
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace splitfed
