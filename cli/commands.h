@@ -11,5 +11,7 @@ void AddVersionCommand(CLI::App& app);
 void AddDemoCommand(CLI::App& app);
 void AddPhantomsCommand(CLI::App& app);
 void AddProvisionCommand(CLI::App& app);
+void AddFederationCommands(CLI::App& app);
+void AddSegmentCommand(CLI::App& app);
 
 }  // namespace splitfed::cli

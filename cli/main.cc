@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   splitfed::cli::AddDemoCommand(app);
   splitfed::cli::AddPhantomsCommand(app);
   splitfed::cli::AddProvisionCommand(app);
+  splitfed::cli::AddFederationCommands(app);
+  splitfed::cli::AddSegmentCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,355 @@
+// `splitfed coordinator`, `splitfed client`, `splitfed status`: the federation from the
+// command line. Configuration comes from the TOML files `splitfed provision` writes; flags
+// override them.
+#include <CLI/CLI.hpp>
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "cli/toml_config.h"
+#include "client/site_client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/services.h"
+#include "datasets/folder_dataset.h"
+#include "datasets/phantom.h"
+#include "proto/state_codec.h"
+#include "splitfed/v1/federation.grpc.pb.h"
+
+namespace splitfed::cli {
+namespace {
+
+template <typename T>
+T Unwrap(absl::StatusOr<T> value) {
+  if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
+  return *std::move(value);
+}
+void Check(const absl::Status& s) {
+  if (!s.ok()) throw std::runtime_error(std::string(s.message()));
+}
+
+// Runs `on_signal` once on SIGINT or SIGTERM, from a Boost.Asio thread, for as long as it
+// lives. The default handlers return when it is destroyed.
+class SignalWatch {
+ public:
+  explicit SignalWatch(std::function<void(int)> on_signal)
+      : signals_(io_, SIGINT, SIGTERM), thread_() {
+    signals_.async_wait([on_signal](const boost::system::error_code& error, int signal) {
+      if (!error) on_signal(signal);
+    });
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~SignalWatch() {
+    io_.stop();
+    thread_.join();
+  }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  std::thread thread_;
+};
+
+void InitLogging() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging("splitfed");
+}
+
+// ---- coordinator ---------------------------------------------------------------------------
+
+struct CoordinatorFlags {
+  std::string config, listen, db, checkpoints, sites, split, encoding;
+  int64_t rounds = -1, min_sites = -1, local_epochs = -1, image_size = -1, batch_size = -1;
+  double deadline = -1, learning_rate = -1;
+  int64_t seed = -1;
+  int threads = 0;
+  bool insecure = false;
+};
+
+const std::set<std::string> kCoordinatorKeys = {
+    "listen", "database", "checkpoints", "enrolled_sites", "tls.certificate", "tls.private_key",
+    "tls.ca_certificate", "run.name", "run.rounds", "run.min_sites", "run.local_epochs",
+    "run.batch_size", "run.learning_rate", "run.round_deadline_seconds",
+    "run.activation_encoding", "run.seed", "run.aggregation", "model.in_channels",
+    "model.num_classes", "model.base_width", "model.depth", "model.split", "model.image_size"};
+
+void RunCoordinator(const CoordinatorFlags& f) {
+  InitLogging();
+  const TomlValues t = Unwrap(ReadToml(f.config, kCoordinatorKeys));
+  RunOptions o;
+  o.run_name = t.String("run.name", "run");
+  o.rounds = f.rounds > 0 ? f.rounds : Unwrap(t.Int("run.rounds", 5));
+  o.enrolled_sites = f.sites.empty() ? t.List("enrolled_sites")
+                                     : std::vector<std::string>(absl::StrSplit(f.sites, ','));
+  o.min_sites = f.min_sites > 0 ? f.min_sites
+                                : Unwrap(t.Int("run.min_sites", o.enrolled_sites.size()));
+  o.local_epochs = f.local_epochs > 0 ? f.local_epochs : Unwrap(t.Int("run.local_epochs", 1));
+  o.batch_size = f.batch_size > 0 ? f.batch_size : Unwrap(t.Int("run.batch_size", 8));
+  o.learning_rate =
+      f.learning_rate > 0 ? f.learning_rate : Unwrap(t.Double("run.learning_rate", 1e-3));
+  o.round_deadline_seconds =
+      f.deadline > 0 ? f.deadline : Unwrap(t.Double("run.round_deadline_seconds", 600));
+  const std::string encoding =
+      f.encoding.empty() ? t.String("run.activation_encoding", "fp32") : f.encoding;
+  if (encoding != "fp32" && encoding != "fp16")
+    throw std::invalid_argument("activation_encoding must be fp32 or fp16, got " + encoding);
+  o.activation_encoding = encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
+  o.seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("run.seed", 1));
+  o.aggregation = t.String("run.aggregation", "fedavg");
+  o.model.in_channels = Unwrap(t.Int("model.in_channels", 1));
+  o.model.num_classes = Unwrap(t.Int("model.num_classes", 4));
+  o.model.base_width = Unwrap(t.Int("model.base_width", 16));
+  o.model.depth = Unwrap(t.Int("model.depth", 4));
+  o.split = Unwrap(SplitSpec::Parse(f.split.empty() ? t.String("model.split", "deep") : f.split));
+  o.image_size = f.image_size > 0 ? f.image_size : Unwrap(t.Int("model.image_size", 64));
+  o.checkpoint_dir = f.checkpoints.empty() ? t.Path("checkpoints", "checkpoints") : f.checkpoints;
+  const std::string db = f.db.empty() ? t.Path("database", "coordinator.db") : f.db;
+  const std::string listen = f.listen.empty() ? t.String("listen", "127.0.0.1:50051") : f.listen;
+  if (f.threads > 0) torch::set_num_threads(f.threads);
+
+  std::optional<TlsFiles> tls;
+  if (f.insecure) {
+    std::fprintf(stderr,
+                 "WARNING: --insecure: no TLS, sites are trusted by the name they send. "
+                 "Loopback experiments only.\n");
+  } else {
+    tls = Unwrap(ReadTlsFiles(t.Path("tls.certificate"), t.Path("tls.private_key"),
+                              t.Path("tls.ca_certificate")));
+  }
+  std::unique_ptr<RunStore> store = Unwrap(RunStore::Open(db));
+  std::unique_ptr<Coordinator> coordinator = Unwrap(Coordinator::Create(o, store.get()));
+  std::unique_ptr<CoordinatorServer> server =
+      Unwrap(CoordinatorServer::Start(coordinator.get(), store.get(), listen, tls));
+  std::printf("coordinator: run %ld, %ld rounds, waiting for %ld of %zu sites on port %d\n",
+              static_cast<long>(coordinator->run_id()), static_cast<long>(o.rounds),
+              static_cast<long>(o.min_sites), o.enrolled_sites.size(), server->port());
+  std::fflush(stdout);
+  SignalWatch watch([&](int signal) {
+    LOG(INFO) << "event=signal signal=" << signal << " action=stop";
+    coordinator->Stop();
+  });
+  const absl::Status result = coordinator->Run();
+  // Let the sites hear that the run is over before the server goes away.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  server->Shutdown();
+  Check(result);
+  std::printf("coordinator: run %ld done; final model %s\n",
+              static_cast<long>(coordinator->run_id()),
+              (std::filesystem::path(o.checkpoint_dir) / "final.pt").c_str());
+}
+
+// ---- client --------------------------------------------------------------------------------
+
+struct ClientFlags {
+  std::string config, data, masks_dir, coordinator, name;
+  int64_t phantom = 0;
+  int64_t seed = -1;
+  int threads = 0;
+  bool insecure = false;
+};
+
+const std::set<std::string> kSiteKeys = {"coordinator", "tls.certificate", "tls.private_key",
+                                         "tls.ca_certificate", "tls.target_name",
+                                         "data.folder", "data.masks", "data.phantom",
+                                         "data.seed"};
+
+void RunClient(const ClientFlags& f) {
+  InitLogging();
+  const TomlValues t = Unwrap(ReadToml(f.config, kSiteKeys));
+  SiteClientOptions o;
+  o.coordinator = f.coordinator.empty() ? t.String("coordinator", "127.0.0.1:50051")
+                                        : f.coordinator;
+  if (f.insecure) {
+    if (f.name.empty()) throw std::invalid_argument("--insecure needs --name SITE");
+    std::fprintf(stderr, "WARNING: --insecure: no TLS. Loopback experiments only.\n");
+    o.insecure_site_name = f.name;
+  } else {
+    const TlsFiles files = Unwrap(ReadTlsFiles(
+        t.Path("tls.certificate"), t.Path("tls.private_key"), t.Path("tls.ca_certificate")));
+    o.tls = ClientTls{files.certificate_pem, files.private_key_pem, files.ca_certificate_pem,
+                      t.String("tls.target_name")};
+  }
+  const std::string folder = f.data.empty() ? t.Path("data.folder") : f.data;
+  const int64_t phantoms = f.phantom > 0 ? f.phantom : Unwrap(t.Int("data.phantom", 0));
+  const std::string masks = f.masks_dir.empty() ? t.String("data.masks", "masks") : f.masks_dir;
+  const int64_t seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("data.seed", 1));
+  if (folder.empty() == (phantoms == 0))
+    throw std::invalid_argument("give the site's data: --data DIR or --phantom N (not both)");
+  o.load_data = [folder, phantoms, masks, seed](const DataRequest& r) {
+    if (phantoms > 0) {
+      PhantomOptions p;
+      p.count = phantoms;
+      p.height = r.height;
+      p.width = r.width;
+      p.num_classes = r.num_classes;
+      p.seed = seed;
+      return GeneratePhantoms(p);
+    }
+    FolderDatasetOptions d;
+    d.root = folder;
+    d.masks_dir = masks;
+    d.height = r.height;
+    d.width = r.width;
+    d.channels = r.channels;
+    d.num_classes = r.num_classes;
+    return LoadFolderDataset(d);
+  };
+  if (f.threads > 0) torch::set_num_threads(f.threads);
+  SiteClient client(o);
+  SignalWatch watch([&](int signal) {
+    LOG(INFO) << "event=signal signal=" << signal << " action=stop";
+    client.Stop();
+  });
+  const absl::StatusOr<SiteRunSummary> summary = client.Run();
+  if (absl::IsCancelled(summary.status())) {
+    std::printf("client: stopped\n");
+    return;
+  }
+  const SiteRunSummary s = Unwrap(summary);
+  std::printf("client: run finished after %ld rounds; last loss %.4f, validation Dice %.4f\n",
+              static_cast<long>(s.rounds_completed), s.last_train_loss, s.last_validation_dice);
+}
+
+// ---- status --------------------------------------------------------------------------------
+
+struct StatusFlags {
+  std::string config, coordinator;
+  bool json = false;
+};
+
+void RunStatus(const StatusFlags& f) {
+  const TomlValues t = Unwrap(ReadToml(
+      f.config, {"coordinator", "tls.certificate", "tls.private_key", "tls.ca_certificate",
+                 "tls.target_name"}));
+  const TlsFiles files = Unwrap(ReadTlsFiles(t.Path("tls.certificate"), t.Path("tls.private_key"),
+                                             t.Path("tls.ca_certificate")));
+  grpc::SslCredentialsOptions ssl{files.ca_certificate_pem, files.private_key_pem,
+                                  files.certificate_pem};
+  grpc::ChannelArguments args;
+  if (t.Has("tls.target_name")) args.SetSslTargetNameOverride(t.String("tls.target_name"));
+  const std::string address =
+      f.coordinator.empty() ? t.String("coordinator", "127.0.0.1:50051") : f.coordinator;
+  auto stub = v1::Admin::NewStub(
+      grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::StatusReply reply;
+  const grpc::Status s = stub->Status(&context, v1::StatusRequest(), &reply);
+  if (!s.ok())
+    throw std::runtime_error(absl::StrCat("status from ", address, ": ", s.error_message()));
+  if (f.json) {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const auto& r : reply.runs()) {
+      nlohmann::json sites = nlohmann::json::array();
+      for (const auto& site : r.sites()) {
+        nlohmann::json j = {{"name", site.name()},         {"connected", site.connected()},
+                            {"last_seen", site.last_seen()}, {"images", site.images()}};
+        if (site.has_metrics()) {
+          j["last_loss"] = site.last_loss();
+          j["validation_dice"] = site.validation_dice();
+          j["aggregation_weight"] = site.aggregation_weight();
+          j["reliability"] = site.reliability();
+        }
+        sites.push_back(j);
+      }
+      runs.push_back({{"id", r.id()},
+                      {"name", r.name()},
+                      {"status", r.status()},
+                      {"current_round", r.current_round()},
+                      {"total_rounds", r.total_rounds()},
+                      {"completed_rounds", r.completed_rounds()},
+                      {"sites", sites}});
+    }
+    std::printf("%s\n", nlohmann::json{{"runs", runs}}.dump(2).c_str());
+    return;
+  }
+  for (const auto& r : reply.runs()) {
+    std::printf("run %ld  %-12s %-9s round %ld/%ld (%ld completed)\n", static_cast<long>(r.id()),
+                r.name().c_str(), r.status().c_str(), static_cast<long>(r.current_round()),
+                static_cast<long>(r.total_rounds()), static_cast<long>(r.completed_rounds()));
+    std::printf("  %-16s %-9s %-26s %7s %9s %8s %8s\n", "site", "connected", "last seen",
+                "images", "last loss", "val Dice", "weight");
+    for (const auto& site : r.sites()) {
+      if (site.has_metrics())
+        std::printf("  %-16s %-9s %-26s %7ld %9.4f %8.4f %8.4f\n", site.name().c_str(),
+                    site.connected() ? "yes" : "no", site.last_seen().c_str(),
+                    static_cast<long>(site.images()), site.last_loss(), site.validation_dice(),
+                    site.aggregation_weight());
+      else
+        std::printf("  %-16s %-9s %-26s %7ld %9s %8s %8s\n", site.name().c_str(),
+                    site.connected() ? "yes" : "no", site.last_seen().c_str(),
+                    static_cast<long>(site.images()), "-", "-", "-");
+    }
+  }
+}
+
+}  // namespace
+
+void AddFederationCommands(CLI::App& app) {
+  auto cf = std::make_shared<CoordinatorFlags>();
+  CLI::App* c = app.add_subcommand("coordinator", "Serve a training run to the enrolled sites");
+  c->add_option("--config", cf->config, "coordinator.toml (from `splitfed provision`)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c->add_option("--listen", cf->listen, "Address to serve on, e.g. 0.0.0.0:50051");
+  c->add_option("--rounds", cf->rounds, "Training rounds")->check(CLI::Range(1, 100000));
+  c->add_option("--min-sites", cf->min_sites, "Sites needed to start and to complete a round")
+      ->check(CLI::Range(1, 100000));
+  c->add_option("--local-epochs", cf->local_epochs, "Local epochs per round")
+      ->check(CLI::Range(1, 1000));
+  c->add_option("--batch-size", cf->batch_size, "Images per step")->check(CLI::Range(2, 4096));
+  c->add_option("--lr", cf->learning_rate, "Adam learning rate")->check(CLI::PositiveNumber);
+  c->add_option("--deadline", cf->deadline, "Round deadline in seconds")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--image-size", cf->image_size, "Training image size")
+      ->check(CLI::Range(16, 4096));
+  c->add_option("--split", cf->split, "Cut: deep, shallow, or FRONT_UNITS,BACK_UNITS");
+  c->add_option("--activation-encoding", cf->encoding, "fp32 or fp16 for a1/a2/g1/g2");
+  c->add_option("--sites", cf->sites, "Enrolled sites (overrides the TOML), comma-separated");
+  c->add_option("--seed", cf->seed, "Seed for the initial model and batch order");
+  c->add_option("--db", cf->db, "Run store (SQLite) path");
+  c->add_option("--checkpoints", cf->checkpoints, "Folder for per-round and final models");
+  c->add_option("--threads", cf->threads, "Torch threads (0: default)");
+  c->add_flag("--insecure", cf->insecure, "No TLS (loopback experiments only; warns)");
+  c->callback([cf] { RunCoordinator(*cf); });
+
+  auto kf = std::make_shared<ClientFlags>();
+  CLI::App* k = app.add_subcommand("client", "Run a site: train with the coordinator");
+  k->add_option("--config", kf->config, "site.toml (from `splitfed provision`)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  k->add_option("--data", kf->data, "Dataset folder with images/ and masks/");
+  k->add_option("--masks", kf->masks_dir, "Mask folder inside --data (default masks)");
+  k->add_option("--phantom", kf->phantom, "Use N generated phantom images instead (demos)")
+      ->check(CLI::Range(2, 1000000));
+  k->add_option("--seed", kf->seed, "Phantom seed");
+  k->add_option("--coordinator", kf->coordinator, "Coordinator address host:port");
+  k->add_option("--threads", kf->threads, "Torch threads (0: default)");
+  k->add_flag("--insecure", kf->insecure, "No TLS (loopback experiments only; needs --name)");
+  k->add_option("--name", kf->name, "Site name in --insecure mode");
+  k->callback([kf] { RunClient(*kf); });
+
+  auto sf = std::make_shared<StatusFlags>();
+  CLI::App* s = app.add_subcommand("status", "Show runs, rounds and sites of a coordinator");
+  s->add_option("--config", sf->config, "admin.toml (from `splitfed provision`)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  s->add_option("--coordinator", sf->coordinator, "Coordinator address host:port");
+  s->add_flag("--json", sf->json, "Print JSON for scripts");
+  s->callback([sf] { RunStatus(*sf); });
+}
+
+}  // namespace splitfed::cli
