@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "split/model_file.h"
 
 namespace splitfed {
@@ -52,7 +53,8 @@ absl::Status CheckBatchShape(const torch::Tensor& t, const std::vector<int64_t>&
   if (t.dim() != static_cast<int64_t>(expected.size()) || t.sizes().vec() != expected ||
       t.size(0) < 1 || t.size(0) > 4096)
     return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", c10::str(t.sizes()),
-                                                   ", expected [N, ", c10::str(per_image),
+                                                   ", expected [N, ",
+                                                   absl::StrJoin(per_image, ", "),
                                                    "] with 1 <= N <= 4096"));
   return absl::OkStatus();
 }
@@ -70,6 +72,7 @@ absl::Status RunOptions::Validate() const {
   if (batch_size < 2) return bad(absl::StrCat("batch_size must be >= 2, got ", batch_size));
   if (!(learning_rate > 0)) return bad("learning_rate must be positive");
   if (!(round_deadline_seconds > 0)) return bad("round_deadline_seconds must be positive");
+  if (!(round_open_wait_seconds >= 0)) return bad("round_open_wait_seconds must be >= 0");
   if (auto s = CutShapes(model, split, image_size, image_size); !s.ok()) return s.status();
   return MakeAggregator(aggregation).status();
 }
@@ -315,6 +318,12 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   };
   while (!stopping_ && static_cast<int64_t>(waiting_sites().size()) < options_.min_sites)
     changed_.wait_for(lock, std::chrono::milliseconds(200));
+  const auto open_by = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(
+                           static_cast<int64_t>(options_.round_open_wait_seconds * 1000));
+  while (!stopping_ && waiting_sites().size() < options_.enrolled_sites.size() &&
+         std::chrono::steady_clock::now() < open_by)
+    changed_.wait_for(lock, std::chrono::milliseconds(50));
   if (stopping_) return absl::OkStatus();
 
   // 2. Open the round: every waiting site takes part, each with a fresh copy of the body.

@@ -30,6 +30,9 @@ struct RunOptions {
   int64_t batch_size = 8;
   double learning_rate = 1e-3;
   double round_deadline_seconds = 600;
+  // Once min_sites are waiting, how long to wait for the other enrolled sites before opening
+  // the round without them (a site a moment late should not miss a whole round).
+  double round_open_wait_seconds = 2;
   WireEncoding activation_encoding = WireEncoding::kFp32;
   UNetConfig model;
   SplitSpec split = SplitSpec::Deep();

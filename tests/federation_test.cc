@@ -16,6 +16,7 @@
 #include "coordinator/services.h"
 #include "datasets/phantom.h"
 #include "provision/certificates.h"
+#include "proto/state_codec.h"
 #include "provision/federation_kit.h"
 #include "split/evaluate.h"
 #include "split/model_file.h"
@@ -265,6 +266,187 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   ExpectRunFinishes(120s);
   EXPECT_TRUE(a.get().ok());
   EXPECT_TRUE(b.get().ok());
+}
+
+}  // namespace
+}  // namespace splitfed
+
+namespace splitfed {
+namespace {
+
+// A site driven message by message, to break the protocol on purpose.
+class RawSite {
+ public:
+  RawSite(const std::string& address, const fs::path& kit) {
+    grpc::SslCredentialsOptions ssl{Read(kit / "ca.crt"), Read(kit / "site.key"),
+                                    Read(kit / "site.crt")};
+    auto channel = grpc::CreateChannel(address, grpc::SslCredentials(ssl));
+    federation_ = v1::Federation::NewStub(channel);
+    split_ = v1::Split::NewStub(channel);
+  }
+  grpc::Status Join() {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::JoinRequest request;
+    request.set_num_images(10);
+    v1::JoinReply reply;
+    return federation_->Join(&context, request, &reply);
+  }
+  // Blocks until a round opens; returns its number (0 on failure).
+  int64_t WaitRound() {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 60s);
+    auto reader = federation_->WaitRound(&context, v1::WaitRoundRequest());
+    v1::RoundChunk chunk;
+    int64_t round = 0;
+    while (reader->Read(&chunk))
+      if (chunk.has_settings()) round = chunk.settings().round();
+    return reader->Finish().ok() ? round : 0;
+  }
+  // Sends one message on a fresh Split stream; returns the stream's final status.
+  grpc::Status SendOne(const v1::SplitMessage& message) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto stream = split_->Train(&context);
+    stream->Write(message);
+    stream->WritesDone();
+    v1::SplitMessage reply;
+    while (stream->Read(&reply)) {
+    }
+    return stream->Finish();
+  }
+  // Sends one good activation, reads the answer, then drops the connection.
+  bool StartThenVanish(const v1::SplitMessage& message) {
+    grpc::ClientContext context;
+    auto stream = split_->Train(&context);
+    v1::SplitMessage reply;
+    const bool answered = stream->Write(message) && stream->Read(&reply);
+    context.TryCancel();
+    stream->Finish();
+    return answered;
+  }
+  grpc::Status SubmitWithNaN(int64_t round) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::SubmitReply reply;
+    auto writer = federation_->SubmitUpdate(&context, &reply);
+    v1::UpdateChunk chunk;
+    chunk.mutable_scalars()->set_round(round);
+    chunk.mutable_scalars()->set_num_images(10);
+    writer->Write(chunk);
+    chunk.Clear();
+    torch::Tensor bad = torch::zeros({8});
+    bad[3] = std::numeric_limits<float>::quiet_NaN();
+    EncodeStateEntry("front.enc0_conv1.bn.weight", bad, chunk.mutable_state());
+    writer->Write(chunk);
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+ private:
+  std::unique_ptr<v1::Federation::Stub> federation_;
+  std::unique_ptr<v1::Split::Stub> split_;
+};
+
+v1::SplitMessage Activation(int64_t round, const torch::Tensor& t) {
+  v1::SplitMessage m;
+  m.set_kind(v1::SplitMessage::ACTIVATION);
+  m.set_round(round);
+  m.set_step(1);
+  EncodeTensor(t, WireEncoding::kFp32, m.mutable_tensor());
+  return m;
+}
+
+TEST_F(Federation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
+  RunOptions options = SmallRun({"a", "b", "c"}, 3);
+  options.min_sites = 2;
+  options.round_open_wait_seconds = 20;  // all three are in round 1
+  StartCoordinator(options);
+  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
+  RawSite c(address, dir_ / "kit/sites/c");
+  ASSERT_TRUE(c.Join().ok());
+  auto round = std::async(std::launch::async, [&c] { return c.WaitRound(); });
+  auto a = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
+  auto b = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
+  ASSERT_EQ(round.wait_for(60s), std::future_status::ready);
+  ASSERT_EQ(round.get(), 1);
+  // c starts training, then its process "dies".
+  EXPECT_TRUE(c.StartThenVanish(Activation(1, torch::randn({2, 8, 16, 16}))));
+  // A restarted c takes part in the rounds that follow.
+  auto c_again = std::async(std::launch::async,
+                            [this] { return SiteClient(SiteOptions("c", Phantoms(3, 24))).Run(); });
+  ExpectRunFinishes(180s);
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
+  auto c_summary = c_again.get();
+  ASSERT_TRUE(c_summary.ok()) << c_summary.status();
+  EXPECT_GE(c_summary->rounds_completed, 2);
+
+  const auto rounds = *store_->Rounds(coordinator_->run_id());
+  for (const RoundRecord& r : rounds) EXPECT_EQ(r.state, "completed") << "round " << r.round;
+  bool c_left_out_of_round_1 = false, c_in_later_round = false;
+  const auto metrics = *store_->Metrics(coordinator_->run_id());
+  for (const SiteRoundMetrics& m : metrics) {
+    if (m.site != "c") continue;
+    if (m.round == 1) {
+      c_left_out_of_round_1 = !m.included;
+      EXPECT_NE(m.note.find("connection lost"), std::string::npos) << m.note;
+    }
+    if (m.round > 1 && m.included) c_in_later_round = true;
+  }
+  EXPECT_TRUE(c_left_out_of_round_1);
+  EXPECT_TRUE(c_in_later_round);
+}
+
+TEST_F(Federation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
+  RunOptions options = SmallRun({"a", "b", "c"}, 1);
+  options.min_sites = 2;
+  options.round_open_wait_seconds = 20;
+  StartCoordinator(options);
+  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
+  RawSite c(address, dir_ / "kit/sites/c");
+  ASSERT_TRUE(c.Join().ok());
+  auto round = std::async(std::launch::async, [&c] { return c.WaitRound(); });
+  auto a = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
+  auto b = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
+  ASSERT_EQ(round.get(), 1);
+
+  auto expect_error = [&](const v1::SplitMessage& m, grpc::StatusCode code,
+                          const std::string& needle) {
+    const grpc::Status s = c.SendOne(m);
+    EXPECT_EQ(s.error_code(), code) << s.error_message();
+    EXPECT_NE(s.error_message().find(needle), std::string::npos) << s.error_message();
+  };
+  // Wrong shape (checked against the run's cut: a1 is [N, 8, 16, 16]).
+  expect_error(Activation(1, torch::randn({2, 8, 16, 15})), grpc::StatusCode::INVALID_ARGUMENT,
+               "a1 has shape [2, 8, 16, 15], expected [N, 8, 16, 16]");
+  // Wrong dtype.
+  expect_error(Activation(1, torch::zeros({2, 8, 16, 16}, torch::kLong)),
+               grpc::StatusCode::INVALID_ARGUMENT, "dtype DTYPE_INT64, expected DTYPE_FLOAT32");
+  // Truncated bytes.
+  v1::SplitMessage truncated = Activation(1, torch::randn({2, 8, 16, 16}));
+  truncated.mutable_tensor()->mutable_data()->resize(100);
+  expect_error(truncated, grpc::StatusCode::INVALID_ARGUMENT, "100 data bytes");
+  // NaN activations.
+  torch::Tensor nan = torch::randn({2, 8, 16, 16});
+  nan[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+  expect_error(Activation(1, nan), grpc::StatusCode::INVALID_ARGUMENT, "NaN");
+  // NaN weights in an update.
+  const grpc::Status weights = c.SubmitWithNaN(1);
+  EXPECT_EQ(weights.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(weights.error_message().find("holds NaN"), std::string::npos)
+      << weights.error_message();
+
+  ExpectRunFinishes(120s);
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
+  const auto rounds = *store_->Rounds(coordinator_->run_id());
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].state, "completed");
 }
 
 }  // namespace
