@@ -140,6 +140,10 @@ absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, doub
   while (true) {
     if (finished_ || stopping_) {
       it->second.waiting = false;
+      it->second.connected = false;  // the site leaves once told the run is over
+      const int64_t images = it->second.num_images;
+      lock.unlock();
+      if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
       RoundTicket t;
       t.finished = true;
       return t;
@@ -227,13 +231,20 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
 }
 
 void Coordinator::MarkFailed(const std::string& site, int64_t round, const std::string& why) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (round != round_) return;
-  auto it = participants_.find(site);
-  if (it == participants_.end() || it->second->submitted || it->second->failed) return;
-  it->second->failed = true;
-  it->second->failure = why;
-  changed_.notify_all();
+  int64_t images = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (round != round_) return;
+    auto it = participants_.find(site);
+    if (it == participants_.end() || it->second->submitted || it->second->failed) return;
+    it->second->failed = true;
+    it->second->failure = why;
+    sites_[site].connected = false;
+    images = sites_[site].num_images;
+    changed_.notify_all();
+  }
+  // `splitfed status` shows the site as disconnected until it is heard from again.
+  if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
 }
 
 void Coordinator::CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out) {

@@ -174,7 +174,14 @@ TEST_F(Federation, ThreeSitesLearnOverMutualTlsAndTheStoreKeepsTheRecord) {
     EXPECT_GT(m.bytes_out, 0);
     ASSERT_TRUE(m.validation_dice.has_value());
   }
-  EXPECT_EQ((*store_->Runs())[0].status, "finished");
+  const auto runs = *store_->Runs();
+  EXPECT_EQ(runs[0].status, "finished");
+  const auto sites_after = *store_->Sites(run);
+  ASSERT_EQ(sites_after.size(), 3u);
+  for (const SiteRecord& s : sites_after) {
+    EXPECT_FALSE(s.connected) << s.name << " left when the run finished";
+    EXPECT_EQ(s.images, 48) << "60 phantoms less the 20 % held back for validation";
+  }
 }
 
 TEST_F(Federation, OneSiteOverGrpcEqualsInProcessSplitTraining) {
@@ -337,7 +344,7 @@ class RawSite {
     chunk.Clear();
     torch::Tensor bad = torch::zeros({8});
     bad[3] = std::numeric_limits<float>::quiet_NaN();
-    EncodeStateEntry("front.enc0_conv1.bn.weight", bad, chunk.mutable_state());
+    EXPECT_TRUE(EncodeStateEntry("front.enc0_conv1.bn.weight", bad, chunk.mutable_state()).ok());
     writer->Write(chunk);
     writer->WritesDone();
     return writer->Finish();
@@ -353,7 +360,7 @@ v1::SplitMessage Activation(int64_t round, const torch::Tensor& t) {
   m.set_kind(v1::SplitMessage::ACTIVATION);
   m.set_round(round);
   m.set_step(1);
-  EncodeTensor(t, WireEncoding::kFp32, m.mutable_tensor());
+  EXPECT_TRUE(EncodeTensor(t, WireEncoding::kFp32, m.mutable_tensor()).ok());
   return m;
 }
 
