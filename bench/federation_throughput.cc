@@ -4,11 +4,12 @@
 // same images, bytes on the wire per image (fp32 and fp16 activations), and the
 // coordinator's peak memory for several site counts. Prints a table and writes JSON.
 //
-// Usage: bench_federation_throughput PATH_TO_splitfed [out.json]
+// Usage: bench_federation_throughput PATH_TO_splitfed [out.json] [threads]
 //
 // Threads: centralized training uses 2 torch threads. In a federated run the coordinator
-// process uses 1 torch thread and each site process 1, so with one site both sides of the cut
-// together use the same 2 cores; with more sites, the sites share the 2 cores.
+// process and each site process use `threads` torch threads (default 2): for one site the two
+// sides of the cut take turns (a site waits while the coordinator computes and vice versa), so
+// each can use both cores; with more sites, all processes share the 2 cores.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -33,9 +34,10 @@ namespace {
 namespace fs = std::filesystem;
 using namespace splitfed;
 
-constexpr int64_t kImagesPerSite = 40;  // 32 train + 8 validation at each site
-constexpr int64_t kTrainPerSite = 32;
+constexpr int64_t kImagesPerSite = 160;  // 128 train + 32 validation at each site
+constexpr int64_t kTrainPerSite = 128;
 constexpr int64_t kSize = 64;
+int g_threads = 2;  // torch threads of the coordinator and of each site process
 
 double PeakRssMiB() {
   std::ifstream status("/proc/self/status");
@@ -87,6 +89,7 @@ FederatedResult RunFederated(const std::string& splitfed, int sites, WireEncodin
     const std::string address = "127.0.0.1:" + std::to_string(server->port());
     const std::string seed = std::to_string(i + 1);
     const std::string count = std::to_string(kImagesPerSite);
+    std::fflush(stdout);  // a forked child must not print this process's buffered output
     const pid_t pid = fork();
     if (pid == 0) {
       const std::string log = (dir / (kit.sites[i] + ".log")).string();
@@ -94,7 +97,7 @@ FederatedResult RunFederated(const std::string& splitfed, int sites, WireEncodin
       freopen("/dev/null", "w", stdout);
       execl(splitfed.c_str(), splitfed.c_str(), "client", "--config", config.c_str(),
             "--coordinator", address.c_str(), "--phantom", count.c_str(), "--seed", seed.c_str(),
-            "--threads", "1", static_cast<char*>(nullptr));
+            "--threads", std::to_string(g_threads).c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     children.push_back(pid);
@@ -130,7 +133,6 @@ double RunCentralized(int sites) {
   LocalBody body(m.body, t.learning_rate);
   trainer.TrainEpoch(set, 1, body).IgnoreError();  // warm-up
   const absl::StatusOr<EpochStats> stats = trainer.TrainEpoch(set, 2, body);
-  torch::set_num_threads(1);
   return stats->images / stats->seconds;
 }
 
@@ -138,13 +140,14 @@ double RunCentralized(int sites) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s PATH_TO_splitfed [out.json]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s PATH_TO_splitfed [out.json] [threads]\n", argv[0]);
     return 2;
   }
   KeepTrainingBuffersInHeap();
   FLAGS_minloglevel = 2;  // keep the table readable
   const std::string splitfed = argv[1];
   const std::string out = argc > 2 ? argv[2] : "bench_federation_throughput.json";
+  if (argc > 3) g_threads = std::stoi(argv[3]);
   const fs::path dir = fs::temp_directory_path() / ("splitfed_bench_" + std::to_string(getpid()));
   nlohmann::json results = nlohmann::json::array();
   std::printf("%-6s %-6s %16s %16s %8s %16s %14s\n", "sites", "acts", "central img/s",
@@ -153,7 +156,7 @@ int main(int argc, char** argv) {
     for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
       if (sites == 16 && e == WireEncoding::kFp16) continue;
       const double central = RunCentralized(sites);
-      torch::set_num_threads(1);
+      torch::set_num_threads(g_threads);
       const FederatedResult f = RunFederated(splitfed, sites, e, dir);
       const char* name = e == WireEncoding::kFp16 ? "fp16" : "fp32";
       std::printf("%-6d %-6s %16.1f %16.1f %8.3f %16.0f %14.0f\n", sites, name, central,
