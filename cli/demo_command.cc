@@ -29,11 +29,6 @@ struct DemoOptions {
   int threads = 0;
 };
 
-template <typename T>
-T Unwrap(absl::StatusOr<T> value) {
-  if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
-  return *std::move(value);
-}
 
 void RunDemo(const DemoOptions& o) {
   torch::set_num_threads(o.threads > 0 ? o.threads

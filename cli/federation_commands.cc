@@ -29,14 +29,6 @@
 namespace splitfed::cli {
 namespace {
 
-template <typename T>
-T Unwrap(absl::StatusOr<T> value) {
-  if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
-  return *std::move(value);
-}
-void Check(const absl::Status& s) {
-  if (!s.ok()) throw std::runtime_error(std::string(s.message()));
-}
 
 // Runs `on_signal` once on SIGINT or SIGTERM, from a Boost.Asio thread, for as long as it
 // lives. The default handlers return when it is destroyed.

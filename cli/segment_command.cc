@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "datasets/folder_dataset.h"
 #include "datasets/png_io.h"
 #include "datasets/segmentation_set.h"
 #include "split/model_file.h"
@@ -42,21 +43,10 @@ void RunSegment(const SegmentFlags& f) {
   for (const fs::path& path : images) {
     absl::StatusOr<PngPixels> png = ReadPng(path.string());
     if (!png.ok()) throw std::runtime_error(std::string(png.status().message()));
-    const double scale = png->bit_depth == 16 ? 65535.0 : 255.0;
-    torch::Tensor t = torch::tensor(std::vector<float>(png->values.begin(), png->values.end()))
-                          .view({png->height, png->width, png->channels})
-                          .permute({2, 0, 1})
-                          .div(scale);
-    const int64_t colour = png->channels == 2 || png->channels == 4 ? png->channels - 1
-                                                                    : png->channels;
-    t = t.slice(0, 0, colour);
-    if (colour == 3 && c == 1) t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).unsqueeze(0);
-    if (colour == 1 && c == 3) t = t.expand({3, png->height, png->width});
-    if (t.size(0) != c)
-      throw std::runtime_error(path.string() + ": cannot make " + std::to_string(c) +
-                               " channels from " + std::to_string(colour));
+    absl::StatusOr<torch::Tensor> t = PngToImageTensor(*png, c, path.string());
+    if (!t.ok()) throw std::runtime_error(std::string(t.status().message()));
     const torch::Tensor x = StandardizePerImage(F::interpolate(
-        t.unsqueeze(0).contiguous(),
+        t->unsqueeze(0),
         F::InterpolateFuncOptions()
             .size(std::vector<int64_t>{file->image_height, file->image_width})
             .mode(torch::kBilinear)

@@ -10,11 +10,9 @@
 
 namespace splitfed {
 namespace fs = std::filesystem;
-namespace {
 
-// Image pixels as C×H×W float in [0, 1], with the requested channel count.
-absl::StatusOr<torch::Tensor> ImageTensor(const PngPixels& png, int64_t channels,
-                                          const std::string& path) {
+absl::StatusOr<torch::Tensor> PngToImageTensor(const PngPixels& png, int64_t channels,
+                                               const std::string& path) {
   const double scale = png.bit_depth == 16 ? 65535.0 : 255.0;
   torch::Tensor t = torch::tensor(std::vector<float>(png.values.begin(), png.values.end()))
                         .view({png.height, png.width, png.channels})
@@ -31,6 +29,8 @@ absl::StatusOr<torch::Tensor> ImageTensor(const PngPixels& png, int64_t channels
   return absl::InvalidArgumentError(
       absl::StrCat(path, ": has ", colour, " colour channels, cannot make ", channels));
 }
+
+namespace {
 
 absl::StatusOr<torch::Tensor> MaskTensor(const PngPixels& png, int64_t num_classes,
                                          const std::string& path) {
@@ -112,7 +112,7 @@ absl::StatusOr<SegmentationSet> LoadFolderDataset(const FolderDatasetOptions& o)
       return absl::InvalidArgumentError(absl::StrCat(
           mask_path, ": is ", mask_png->width, "x", mask_png->height, " but its image is ",
           image_png->width, "x", image_png->height));
-    absl::StatusOr<torch::Tensor> image = ImageTensor(*image_png, o.channels, image_path);
+    absl::StatusOr<torch::Tensor> image = PngToImageTensor(*image_png, o.channels, image_path);
     if (!image.ok()) return image.status();
     absl::StatusOr<torch::Tensor> mask = MaskTensor(*mask_png, o.num_classes, mask_path);
     if (!mask.ok()) return mask.status();

@@ -27,4 +27,10 @@ struct FolderDatasetOptions {
 // names it; nothing is silently skipped.
 absl::StatusOr<SegmentationSet> LoadFolderDataset(const FolderDatasetOptions& options);
 
+struct PngPixels;
+// A decoded PNG as a C×H×W float image in [0, 1] with `channels` channels (colour becomes
+// grey by BT.601 luma, grey is replicated, alpha is dropped); `path` names it in errors.
+absl::StatusOr<torch::Tensor> PngToImageTensor(const PngPixels& png, int64_t channels,
+                                               const std::string& path);
+
 }  // namespace splitfed
