@@ -69,7 +69,7 @@ void RunDemo(const DemoOptions& o) {
       torch::get_num_threads());
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
     const EpochStats stats = Unwrap(site.TrainEpoch(train, o.seed * 1000 + epoch, body));
-    const ClassScore fg = Unwrap(site.Evaluate(val, body)).MeanForeground();
+    const ClassScore fg = Unwrap(site.Evaluate(val, body)).scores.MeanForeground();
     std::printf("epoch=%ld loss=%.4f val_dice=%.4f val_iou=%.4f val_hd95=%.2f images_per_s=%.1f\n",
                 static_cast<long>(epoch), stats.mean_loss, fg.dice, fg.iou, fg.hd95,
                 stats.images / stats.seconds);

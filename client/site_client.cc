@@ -246,11 +246,12 @@ struct SiteClient::Impl {
       LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
                 << " loss=" << loss << " images_per_s=" << stats->images / stats->seconds;
     }
-    double dice = 0;
+    double dice = 0, validation_loss = 0;
     if (validation.size() > 0) {
-      absl::StatusOr<ScoreAccumulator> scores = trainer.Evaluate(validation, body);
-      if (!scores.ok()) return scores.status();
-      dice = scores->MeanForeground().dice;
+      absl::StatusOr<SiteTrainer::Evaluation> eval = trainer.Evaluate(validation, body);
+      if (!eval.ok()) return eval.status();
+      dice = eval->scores.MeanForeground().dice;
+      validation_loss = eval->mean_loss;
     }
     stream->WritesDone();
     grpc::Status finished = stream->Finish();
@@ -269,6 +270,7 @@ struct SiteClient::Impl {
       sc->set_num_images(train.size());
       sc->set_train_loss(loss);
       sc->set_validation_dice(dice);
+      sc->set_validation_loss(validation_loss);
       sc->set_reliability(1.0);
       bool ok = writer->Write(chunk);
       for (const auto& [prefix, part] : {std::pair{"front.", parts.front}, {"back.", parts.back}})
@@ -286,7 +288,7 @@ struct SiteClient::Impl {
     summary->last_train_loss = loss;
     summary->last_validation_dice = dice;
     LOG(INFO) << "event=round_done site=" << name << " round=" << round << " loss=" << loss
-              << " val_dice=" << dice << " bytes_up=" << body.bytes_sent()
+              << " val_loss=" << validation_loss << " val_dice=" << dice << " bytes_up=" << body.bytes_sent()
               << " bytes_down=" << body.bytes_received();
     return true;
   }

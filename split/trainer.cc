@@ -81,12 +81,13 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
   return stats;
 }
 
-absl::StatusOr<ScoreAccumulator> SiteTrainer::Evaluate(const SegmentationSet& set, BodyLink& body,
-                                                       int64_t batch_size) {
+absl::StatusOr<SiteTrainer::Evaluation> SiteTrainer::Evaluate(const SegmentationSet& set,
+                                                               BodyLink& body,
+                                                               int64_t batch_size) {
   torch::NoGradGuard no_grad;
   front_->eval();
   back_->eval();
-  ScoreAccumulator scores(set.num_classes);
+  Evaluation result{ScoreAccumulator(set.num_classes), 0.0};
   for (int64_t start = 0; start < set.size(); start += batch_size) {
     const int64_t end = std::min(start + batch_size, set.size());
     SkipSet skips;
@@ -94,11 +95,15 @@ absl::StatusOr<ScoreAccumulator> SiteTrainer::Evaluate(const SegmentationSet& se
     absl::StatusOr<torch::Tensor> a2 = body.Evaluate(a1);
     if (!a2.ok()) return a2.status();
     const torch::Tensor logits = back_->forward(*a2, skips);
-    ScoreBatch(logits.argmax(1), set.masks.slice(0, start, end), scores);
+    const torch::Tensor masks = set.masks.slice(0, start, end);
+    ScoreBatch(logits.argmax(1), masks, result.scores);
+    result.mean_loss +=
+        SegmentationLoss(logits, masks, options_.loss).item<double>() * (end - start);
   }
+  if (set.size() > 0) result.mean_loss /= set.size();
   front_->train();
   back_->train();
-  return scores;
+  return result;
 }
 
 }  // namespace splitfed

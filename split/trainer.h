@@ -68,9 +68,14 @@ class SiteTrainer {
   absl::StatusOr<EpochStats> TrainEpoch(const SegmentationSet& set, uint64_t shuffle_seed,
                                         BodyLink& body);
 
-  // Scores `set` in eval mode (front and back; the body side evaluates through the link).
-  absl::StatusOr<ScoreAccumulator> Evaluate(const SegmentationSet& set, BodyLink& body,
-                                            int64_t batch_size = 16);
+  // Scores `set` in eval mode (front and back; the body side evaluates through the link):
+  // per-class scores and the mean segmentation loss per image.
+  struct Evaluation {
+    ScoreAccumulator scores;
+    double mean_loss = 0.0;
+  };
+  absl::StatusOr<Evaluation> Evaluate(const SegmentationSet& set, BodyLink& body,
+                                      int64_t batch_size = 16);
 
   UNetSegment& front() { return front_; }
   UNetSegment& back() { return back_; }
