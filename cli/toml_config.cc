@@ -102,12 +102,4 @@ absl::StatusOr<TomlValues> ReadToml(const std::string& path, const std::set<std:
   return out;
 }
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 }  // namespace splitfed::cli

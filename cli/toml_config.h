@@ -30,7 +30,4 @@ struct TomlValues {
 // Parses `path`, refusing keys outside `allowed` (e.g. "listen", "tls.certificate").
 absl::StatusOr<TomlValues> ReadToml(const std::string& path, const std::set<std::string>& allowed);
 
-// Reads a whole (small) text file.
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
-
 }  // namespace splitfed::cli

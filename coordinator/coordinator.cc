@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   c->aggregator_ = *MakeAggregator(options.aggregation);
   torch::manual_seed(options.seed);
   c->global_ = MakeSplitModel(options.model, options.split);
+  c->client_template_ = {"global", 1, 1.0, 0.0, ClientState(c->global_)};
   if (store) {
     absl::StatusOr<int64_t> run = store->CreateRun(
         options.run_name,
@@ -220,9 +221,8 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
     return absl::InvalidArgumentError(
         absl::StrCat("site '", site, "' reports ", submission.num_images, " images"));
   // The update must fit the global parts exactly and hold finite values.
-  SiteUpdate reference{"global", 1, 1.0, 0.0, ClientState(global_)};
   SiteUpdate candidate{site, submission.num_images, 1.0, 0.0, submission.client_state};
-  if (auto s = ValidateUpdates({reference, candidate}); !s.ok()) return s;
+  if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(mutex_);
   (*p)->submission = std::move(submission);
   (*p)->submitted = true;
@@ -350,7 +350,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     participants_[name] = p;
     sites_[name].bytes_in = sites_[name].bytes_out = 0;
   }
-  round_ = last_round_ = round;
+  round_ = round;
   deadline_unix_ms_ =
       NowUnixMs() + static_cast<int64_t>(options_.round_deadline_seconds * 1000);
   const auto deadline = std::chrono::steady_clock::now() +

@@ -140,12 +140,12 @@ class Coordinator {
   bool stopping_ = false;
   bool finished_ = false;
   int64_t round_ = 0;         // the open round, 0 between rounds
-  int64_t last_round_ = 0;    // the last round opened
   int64_t deadline_unix_ms_ = 0;
   std::map<std::string, SiteState> sites_;
   std::map<std::string, std::shared_ptr<Participant>> participants_;
   std::map<std::string, int64_t> ticket_round_;  // the round each site was last handed
   SplitModel global_;
+  SiteUpdate client_template_;  // the global front/back's names and shapes, to check updates
 };
 
 }  // namespace splitfed

@@ -364,29 +364,45 @@ v1::SplitMessage Activation(int64_t round, const torch::Tensor& t) {
   return m;
 }
 
-TEST_F(Federation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
-  RunOptions options = SmallRun({"a", "b", "c"}, 3);
-  options.min_sites = 2;
-  options.round_open_wait_seconds = 20;  // all three are in round 1
-  StartCoordinator(options);
-  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
-  RawSite c(address, dir_ / "kit/sites/c");
-  ASSERT_TRUE(c.Join().ok());
-  auto round = std::async(std::launch::async, [&c] { return c.WaitRound(); });
-  auto a = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
-  auto b = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
-  ASSERT_EQ(round.wait_for(60s), std::future_status::ready);
-  ASSERT_EQ(round.get(), 1);
+// Round 1 with a raw site "c" (driven message by message) and two real sites "a" and "b".
+class RawSiteFederation : public Federation {
+ protected:
+  // Starts a run of `rounds` (min_sites 2, all three in round 1) and blocks until round 1 is
+  // open for c.
+  void StartRoundOneWithRawC(int64_t rounds) {
+    RunOptions options = SmallRun({"a", "b", "c"}, rounds);
+    options.min_sites = 2;
+    options.round_open_wait_seconds = 20;  // all three are in round 1
+    StartCoordinator(options);
+    c_ = std::make_unique<RawSite>("127.0.0.1:" + std::to_string(server_->port()),
+                                   dir_ / "kit/sites/c");
+    ASSERT_TRUE(c_->Join().ok());
+    auto round = std::async(std::launch::async, [this] { return c_->WaitRound(); });
+    a_ = std::async(std::launch::async,
+                    [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
+    b_ = std::async(std::launch::async,
+                    [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
+    ASSERT_EQ(round.wait_for(60s), std::future_status::ready);
+    ASSERT_EQ(round.get(), 1);
+  }
+  void ExpectRealSitesFinished() {
+    EXPECT_TRUE(a_.get().ok());
+    EXPECT_TRUE(b_.get().ok());
+  }
+
+  std::unique_ptr<RawSite> c_;
+  std::future<absl::StatusOr<SiteRunSummary>> a_, b_;
+};
+
+TEST_F(RawSiteFederation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
+  ASSERT_NO_FATAL_FAILURE(StartRoundOneWithRawC(3));
   // c starts training, then its process "dies".
-  EXPECT_TRUE(c.StartThenVanish(Activation(1, torch::randn({2, 8, 16, 16}))));
+  EXPECT_TRUE(c_->StartThenVanish(Activation(1, torch::randn({2, 8, 16, 16}))));
   // A restarted c takes part in the rounds that follow.
   auto c_again = std::async(std::launch::async,
                             [this] { return SiteClient(SiteOptions("c", Phantoms(3, 24))).Run(); });
   ExpectRunFinishes(180s);
-  EXPECT_TRUE(a.get().ok());
-  EXPECT_TRUE(b.get().ok());
+  ExpectRealSitesFinished();
   auto c_summary = c_again.get();
   ASSERT_TRUE(c_summary.ok()) << c_summary.status();
   EXPECT_GE(c_summary->rounds_completed, 2);
@@ -407,20 +423,9 @@ TEST_F(Federation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
   EXPECT_TRUE(c_in_later_round);
 }
 
-TEST_F(Federation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
-  RunOptions options = SmallRun({"a", "b", "c"}, 1);
-  options.min_sites = 2;
-  options.round_open_wait_seconds = 20;
-  StartCoordinator(options);
-  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
-  RawSite c(address, dir_ / "kit/sites/c");
-  ASSERT_TRUE(c.Join().ok());
-  auto round = std::async(std::launch::async, [&c] { return c.WaitRound(); });
-  auto a = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
-  auto b = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
-  ASSERT_EQ(round.get(), 1);
+TEST_F(RawSiteFederation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
+  ASSERT_NO_FATAL_FAILURE(StartRoundOneWithRawC(1));
+  RawSite& c = *c_;
 
   auto expect_error = [&](const v1::SplitMessage& m, grpc::StatusCode code,
                           const std::string& needle) {
@@ -449,8 +454,7 @@ TEST_F(Federation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
       << weights.error_message();
 
   ExpectRunFinishes(120s);
-  EXPECT_TRUE(a.get().ok());
-  EXPECT_TRUE(b.get().ok());
+  ExpectRealSitesFinished();
   const auto rounds = *store_->Rounds(coordinator_->run_id());
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_EQ(rounds[0].state, "completed");
