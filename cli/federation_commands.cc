@@ -63,7 +63,7 @@ void InitLogging() {
 // ---- coordinator ---------------------------------------------------------------------------
 
 struct CoordinatorFlags {
-  std::string config, listen, db, checkpoints, sites, split, encoding;
+  std::string config, listen, db, checkpoints, sites, split, encoding, mode;
   int64_t rounds = -1, min_sites = -1, local_epochs = -1, image_size = -1, batch_size = -1;
   double deadline = -1, learning_rate = -1;
   int64_t seed = -1;
@@ -75,7 +75,7 @@ const std::set<std::string> kCoordinatorKeys = {
     "listen", "database", "checkpoints", "enrolled_sites", "tls.certificate", "tls.private_key",
     "tls.ca_certificate", "run.name", "run.rounds", "run.min_sites", "run.local_epochs",
     "run.batch_size", "run.learning_rate", "run.round_deadline_seconds",
-    "run.activation_encoding", "run.seed", "run.aggregation", "model.in_channels",
+    "run.activation_encoding", "run.seed", "run.aggregation", "run.mode", "model.in_channels",
     "model.num_classes", "model.base_width", "model.depth", "model.split", "model.image_size"};
 
 void RunCoordinator(const CoordinatorFlags& f) {
@@ -101,6 +101,7 @@ void RunCoordinator(const CoordinatorFlags& f) {
   o.activation_encoding = encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
   o.seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("run.seed", 1));
   o.aggregation = t.String("run.aggregation", "fedavg");
+  o.mode = Unwrap(ParseSplitMode(f.mode.empty() ? t.String("run.mode", "sflv1") : f.mode));
   o.model.in_channels = Unwrap(t.Int("model.in_channels", 1));
   o.model.num_classes = Unwrap(t.Int("model.num_classes", 4));
   o.model.base_width = Unwrap(t.Int("model.base_width", 16));
@@ -310,6 +311,8 @@ void AddFederationCommands(CLI::App& app) {
       ->check(CLI::Range(16, 4096));
   c->add_option("--split", cf->split, "Cut: deep, shallow, or FRONT_UNITS,BACK_UNITS");
   c->add_option("--activation-encoding", cf->encoding, "fp32 or fp16 for a1/a2/g1/g2");
+  c->add_option("--mode", cf->mode,
+                "sflv1 (a body copy per site, averaged) or sflv2 (one body, sites in turn)");
   c->add_option("--sites", cf->sites, "Enrolled sites (overrides the TOML), comma-separated");
   c->add_option("--seed", cf->seed, "Seed for the initial model and batch order");
   c->add_option("--db", cf->db, "Run store (SQLite) path");

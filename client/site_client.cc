@@ -136,7 +136,8 @@ struct SiteClient::Impl {
     } else {
       credentials = grpc::InsecureChannelCredentials();
     }
-    channel = grpc::CreateCustomChannel(options.coordinator, credentials, args);
+    channel = options.channel ? options.channel
+                              : grpc::CreateCustomChannel(options.coordinator, credentials, args);
     federation = v1::Federation::NewStub(channel);
     split = v1::Split::NewStub(channel);
   }
@@ -243,6 +244,7 @@ struct SiteClient::Impl {
         return s.ok() ? stats.status() : FromGrpc(s, "split training");
       }
       loss = stats->mean_loss;
+      if (options.on_epoch) options.on_epoch(round, epoch + 1, loss);
       LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
                 << " loss=" << loss << " images_per_s=" << stats->images / stats->seconds;
     }

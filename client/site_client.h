@@ -13,6 +13,10 @@
 #include "datasets/segmentation_set.h"
 #include "split/unet.h"
 
+namespace grpc {
+class Channel;
+}
+
 namespace splitfed {
 
 struct ClientTls {
@@ -35,11 +39,14 @@ struct SiteClientOptions {
   std::string coordinator;               // "host:port"
   std::optional<ClientTls> tls;          // nullopt: insecure (loopback experiments only)
   std::string insecure_site_name;        // sent as x-splitfed-site in insecure mode
+  std::shared_ptr<grpc::Channel> channel;  // if set, used instead of dialling `coordinator`
   DataLoader load_data;
   double validation_fraction = 0.2;      // the last images of the set, never trained on
   double initial_backoff_seconds = 0.5;  // reconnect waits double up to the maximum
   double max_backoff_seconds = 30;
   int64_t max_reconnects = -1;           // -1: keep trying until stopped
+  // Called after each local epoch (e.g. the simulator's progress bar); any thread.
+  std::function<void(int64_t round, int64_t epoch, double loss)> on_epoch;
 };
 
 struct SiteRunSummary {

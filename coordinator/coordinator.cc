@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <algorithm>
 #include <filesystem>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -61,6 +63,15 @@ absl::Status CheckBatchShape(const torch::Tensor& t, const std::vector<int64_t>&
 
 }  // namespace
 
+absl::StatusOr<SplitMode> ParseSplitMode(const std::string& text) {
+  if (text == "sflv1") return SplitMode::kV1;
+  if (text == "sflv2") return SplitMode::kV2;
+  return absl::InvalidArgumentError(
+      absl::StrCat("split mode must be sflv1 or sflv2, got '", text, "'"));
+}
+
+const char* SplitModeName(SplitMode mode) { return mode == SplitMode::kV2 ? "sflv2" : "sflv1"; }
+
 absl::Status RunOptions::Validate() const {
   auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
   if (rounds < 1) return bad(absl::StrCat("rounds must be at least 1, got ", rounds));
@@ -96,7 +107,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
         options.run_name,
         absl::StrCat("{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
                      ", \"local_epochs\": ", options.local_epochs, ", \"aggregation\": \"",
-                     options.aggregation, "\"}"));
+                     options.aggregation, "\", \"mode\": \"", SplitModeName(options.mode),
+                     "\"}"));
     if (!run.ok()) return run.status();
     c->run_id_ = *run;
   }
@@ -189,28 +201,31 @@ absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActivePar
 
 absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
                                                    const torch::Tensor& a1) {
+  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
-  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
   return Guarded("a1", [&] { return *(*p)->body->Forward(a1); });
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int64_t round,
                                                     const torch::Tensor& g2) {
+  if (auto s = CheckBatchShape(g2, shapes_.a2, "g2"); !s.ok()) return s;
+  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  if (auto s = CheckBatchShape(g2, shapes_.a2, "g2"); !s.ok()) return s;
-  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
   return Guarded("g2", [&] { return *(*p)->body->Backward(g2); });
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,
                                                     const torch::Tensor& a1) {
+  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
-  std::lock_guard<std::mutex> lock((*p)->body_mutex);
+  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
   return Guarded("a1", [&] { return *(*p)->body->Evaluate(a1); });
 }
 
@@ -226,6 +241,7 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
   std::lock_guard<std::mutex> lock(mutex_);
   (*p)->submission = std::move(submission);
   (*p)->submitted = true;
+  AdvanceTurnLocked();
   changed_.notify_all();
   return absl::OkStatus();
 }
@@ -239,12 +255,33 @@ void Coordinator::MarkFailed(const std::string& site, int64_t round, const std::
     if (it == participants_.end() || it->second->submitted || it->second->failed) return;
     it->second->failed = true;
     it->second->failure = why;
+    AdvanceTurnLocked();
     sites_[site].connected = false;
     images = sites_[site].num_images;
     changed_.notify_all();
   }
   // `splitfed status` shows the site as disconnected until it is heard from again.
   if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
+}
+
+absl::Status Coordinator::WaitForTurn(const std::string& site, int64_t round) {
+  if (options_.mode != SplitMode::kV2) return absl::OkStatus();
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_ && round_ == round && turn_ < turn_order_.size() &&
+         turn_order_[turn_] != site) {
+    auto it = participants_.find(site);
+    if (it == participants_.end() || it->second->failed || it->second->submitted) break;
+    changed_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+  return absl::OkStatus();  // ActiveParticipant() then says why the site cannot go on, if so
+}
+
+void Coordinator::AdvanceTurnLocked() {
+  while (turn_ < turn_order_.size()) {
+    auto it = participants_.find(turn_order_[turn_]);
+    if (it != participants_.end() && !it->second->submitted && !it->second->failed) return;
+    ++turn_;
+  }
 }
 
 void Coordinator::CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out) {
@@ -337,16 +374,39 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     changed_.wait_for(lock, std::chrono::milliseconds(50));
   if (stopping_) return absl::OkStatus();
 
-  // 2. Open the round: every waiting site takes part, each with a fresh copy of the body.
+  // 2. Open the round: every waiting site takes part, each with a fresh copy of the body
+  // (SFLV1) or all with the one shared body, taken in turns in a seeded random order (SFLV2).
   participants_.clear();
   const NamedTensors body_state = ExtractState(*global_.body);
   const int64_t total_units = 6 * options_.model.depth + 3;
-  for (const std::string& name : waiting_sites()) {
-    auto p = std::make_shared<Participant>();
+  auto fresh_body = [&]() -> absl::StatusOr<std::shared_ptr<LocalBody>> {
     UNetSegment body(options_.model, options_.split.front_units,
                      total_units - options_.split.back_units);
     if (auto s = LoadState(*body, body_state); !s.ok()) return s;
-    p->body = std::make_unique<LocalBody>(body, options_.learning_rate);
+    return std::make_shared<LocalBody>(body, options_.learning_rate);
+  };
+  std::shared_ptr<LocalBody> shared_body;
+  auto shared_mutex = std::make_shared<std::mutex>();
+  if (options_.mode == SplitMode::kV2) {
+    auto b = fresh_body();
+    if (!b.ok()) return b.status();
+    shared_body = *b;
+  }
+  turn_order_ = waiting_sites();
+  std::mt19937_64 order_rng(options_.seed * 7919ULL + static_cast<uint64_t>(round));
+  std::shuffle(turn_order_.begin(), turn_order_.end(), order_rng);
+  turn_ = 0;
+  for (const std::string& name : turn_order_) {
+    auto p = std::make_shared<Participant>();
+    if (shared_body) {
+      p->body = shared_body;
+      p->body_mutex = shared_mutex;
+    } else {
+      auto b = fresh_body();
+      if (!b.ok()) return b.status();
+      p->body = *b;
+      p->body_mutex = std::make_shared<std::mutex>();
+    }
     participants_[name] = p;
     sites_[name].bytes_in = sites_[name].bytes_out = 0;
   }
@@ -378,7 +438,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   std::vector<SiteUpdate> client_updates, body_updates;
   std::vector<std::string> included;
   for (auto& [name, p] : closed) {
-    std::lock_guard<std::mutex> body_lock(p->body_mutex);  // let an in-flight step finish
+    std::lock_guard<std::mutex> body_lock(*p->body_mutex);  // let an in-flight step finish
     if (!p->submitted) {
       if (!p->failed) p->failure = "did not submit before the round deadline";
       continue;
@@ -386,8 +446,9 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     included.push_back(name);
     client_updates.push_back({name, p->submission.num_images, p->submission.reliability,
                               p->submission.validation_loss, p->submission.client_state});
-    body_updates.push_back({name, p->submission.num_images, p->submission.reliability,
-                            p->submission.validation_loss, ExtractState(*p->body->body())});
+    if (options_.mode == SplitMode::kV1 || body_updates.empty())
+      body_updates.push_back({name, p->submission.num_images, p->submission.reliability,
+                              p->submission.validation_loss, ExtractState(*p->body->body())});
   }
 
   std::vector<double> weights;
@@ -398,7 +459,10 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     if (!w.ok()) return w.status();
     weights = *w;
     const NamedTensors client = WeightedAverage(client_updates, weights);
-    const NamedTensors body = WeightedAverage(body_updates, weights);
+    // SFLV2's one body already holds every site's steps; only SFLV1's copies are averaged.
+    const NamedTensors body = options_.mode == SplitMode::kV2
+                                  ? body_updates.front().state
+                                  : WeightedAverage(body_updates, weights);
     NamedTensors front, back;
     SplitClientState(client, &front, &back);
     std::lock_guard<std::mutex> relock(mutex_);
@@ -406,6 +470,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     if (auto s = LoadState(*global_.back, back); !s.ok()) return s;
     if (auto s = LoadState(*global_.body, body); !s.ok()) return s;
   }
+  if (enough && observer_) observer_(round, global_);
   if (enough && !options_.checkpoint_dir.empty()) {
     checkpoint = (std::filesystem::path(options_.checkpoint_dir) /
                   absl::StrCat("round-", round, ".pt"))

@@ -22,8 +22,16 @@
 
 namespace splitfed {
 
+// How the coordinator holds the body (ALGORITHM.md §2): SFLV1 trains one body copy per site in
+// parallel and averages them; SFLV2 keeps one body that the sites train one after another, in
+// a random order each round, and only the client parts are averaged.
+enum class SplitMode { kV1, kV2 };
+absl::StatusOr<SplitMode> ParseSplitMode(const std::string& text);  // "sflv1" | "sflv2"
+const char* SplitModeName(SplitMode mode);
+
 struct RunOptions {
   std::string run_name = "run";
+  SplitMode mode = SplitMode::kV1;
   int64_t rounds = 5;
   int64_t min_sites = 1;
   int64_t local_epochs = 1;
@@ -105,6 +113,10 @@ class Coordinator {
 
   // The global model as it stands (front, body and back), e.g. for the final model file.
   SplitModel GlobalModel();
+  // Called on the Run() thread after each completed round with the new global model (the
+  // simulator scores it on its held-out test set here). Set before Run().
+  using RoundObserver = std::function<void(int64_t round, SplitModel& global)>;
+  void SetRoundObserver(RoundObserver observer) { observer_ = std::move(observer); }
 
  private:
   struct SiteState {
@@ -115,8 +127,9 @@ class Coordinator {
     int64_t bytes_out = 0;  // this round
   };
   struct Participant {
-    std::unique_ptr<LocalBody> body;  // the site's body copy for this round
-    std::mutex body_mutex;
+    // The site's body copy for this round (SFLV1), or the one shared body (SFLV2).
+    std::shared_ptr<LocalBody> body;
+    std::shared_ptr<std::mutex> body_mutex;
     bool submitted = false;
     bool failed = false;
     std::string failure;
@@ -127,7 +140,9 @@ class Coordinator {
   absl::Status RunRound(int64_t round, bool* completed);
   absl::StatusOr<std::shared_ptr<Participant>> ActiveParticipant(const std::string& site,
                                                                 int64_t round);
-  absl::Status SaveCheckpoint(int64_t round, std::string* path);
+  // SFLV2: parks `site` until the shared body is its turn. Called with `mutex_` unheld.
+  absl::Status WaitForTurn(const std::string& site, int64_t round);
+  void AdvanceTurnLocked();
 
   RunOptions options_;
   RunStore* store_;
@@ -144,6 +159,9 @@ class Coordinator {
   std::map<std::string, SiteState> sites_;
   std::map<std::string, std::shared_ptr<Participant>> participants_;
   std::map<std::string, int64_t> ticket_round_;  // the round each site was last handed
+  std::vector<std::string> turn_order_;  // SFLV2: who trains the shared body, in order
+  size_t turn_ = 0;
+  RoundObserver observer_;
   SplitModel global_;
   SiteUpdate client_template_;  // the global front/back's names and shapes, to check updates
 };

@@ -328,7 +328,7 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std:
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     Coordinator* coordinator, RunStore* store, const std::string& listen,
     const std::optional<TlsFiles>& tls) {
-  if (!tls && !IsLoopback(listen))
+  if (!tls && !listen.empty() && !IsLoopback(listen))
     return absl::InvalidArgumentError(absl::StrCat(
         "insecure mode may only listen on loopback (127.0.0.1), not '", listen, "'"));
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
@@ -352,14 +352,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     credentials = grpc::InsecureServerCredentials();
   }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, credentials, &server->port_);
+  if (!listen.empty()) builder.AddListeningPort(listen, credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.RegisterService(s.federation.get());
   builder.RegisterService(s.split.get());
   builder.RegisterService(s.admin.get());
   server->server_ = builder.BuildAndStart();
-  if (!server->server_ || server->port_ == 0)
+  if (!server->server_ || (!listen.empty() && server->port_ == 0))
     return absl::UnavailableError(absl::StrCat("cannot listen on ", listen,
                                                " (address in use, or not an address here?)"));
   LOG(INFO) << "event=listening address=" << listen << " port=" << server->port_
@@ -368,6 +368,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return server_->InProcessChannel(args);
+}
 
 void CoordinatorServer::Shutdown() {
   if (server_) {

@@ -10,8 +10,9 @@
 #include "store/run_store.h"
 
 namespace grpc {
+class Channel;
 class Server;
-}
+}  // namespace grpc
 
 namespace splitfed {
 
@@ -30,13 +31,16 @@ class CoordinatorServer {
   // Serves on `listen` ("host:port"; port 0 picks one). With `tls`, every client must present
   // a certificate from the same CA (the site's name is its certificate's common name); without
   // it (insecure mode), `listen` must be a loopback address and the site's name is read from
-  // the "x-splitfed-site" request header.
+  // the "x-splitfed-site" request header. An empty `listen` opens no port at all: the server is
+  // then reachable only through InProcessChannel() (the simulator's transport).
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       Coordinator* coordinator, RunStore* store, const std::string& listen,
       const std::optional<TlsFiles>& tls);
   ~CoordinatorServer();
 
   int port() const { return port_; }
+  // A channel into this server without sockets (same process); insecure-mode identity.
+  std::shared_ptr<grpc::Channel> InProcessChannel();
   void Shutdown();
 
  private:

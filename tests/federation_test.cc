@@ -228,6 +228,86 @@ TEST_F(Federation, OneSiteOverGrpcEqualsInProcessSplitTraining) {
   EXPECT_GT(compared, 10);
 }
 
+// SFLV2 over gRPC's in-process channel: one shared body that the two sites train in turn. The
+// result must equal one of the two sequential orders computed in one process (and differ
+// from SFLV1's averaged bodies, which the other order check rules out by construction).
+TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
+  RunOptions options = SmallRun({"a", "b"}, 1);
+  options.mode = SplitMode::kV2;
+  store_ = *RunStore::Open((dir_ / "run.db").string());
+  auto c = Coordinator::Create(options, store_.get());
+  ASSERT_TRUE(c.ok()) << c.status();
+  coordinator_ = std::move(*c);
+  auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  EXPECT_EQ(server_->port(), 0) << "no socket in in-process mode";
+  run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
+  std::vector<std::future<absl::StatusOr<SiteRunSummary>>> sites;
+  for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"a", 31},
+                                                                               {"b", 32}})
+    sites.push_back(std::async(std::launch::async, [this, name = name, seed = seed] {
+      SiteClientOptions o;
+      o.channel = server_->InProcessChannel();
+      o.insecure_site_name = name;
+      o.load_data = Phantoms(seed, 20);
+      o.max_reconnects = 3;
+      o.initial_backoff_seconds = 0.05;
+      return SiteClient(o).Run();
+    }));
+  ExpectRunFinishes(120s);
+  for (auto& f : sites) ASSERT_TRUE(f.get().ok());
+  SplitModel networked = coordinator_->GlobalModel();
+
+  auto site_train_set = [](uint64_t seed) {
+    PhantomOptions p;
+    p.count = 20;
+    p.height = p.width = 32;
+    p.seed = seed;
+    return GeneratePhantoms(p)->Subset(torch::arange(0, 16));
+  };
+  const SegmentationSet train_a = site_train_set(31), train_b = site_train_set(32);
+  auto sequential = [&](const SegmentationSet& first, const SegmentationSet& second) {
+    torch::manual_seed(options.seed);
+    SplitModel global = MakeSplitModel(options.model, options.split);
+    LocalBody body(global.body, options.learning_rate);  // shared: one optimiser
+    TrainerOptions t;
+    t.learning_rate = options.learning_rate;
+    t.batch_size = options.batch_size;
+    const uint64_t seed = options.seed * 1000003ULL + 1;
+    std::vector<NamedTensors> fronts, backs;
+    for (const SegmentationSet* set : {&first, &second}) {
+      SplitModel parts = MakeSplitModel(options.model, options.split);
+      EXPECT_TRUE(LoadState(*parts.front, ExtractState(*global.front)).ok());
+      EXPECT_TRUE(LoadState(*parts.back, ExtractState(*global.back)).ok());
+      SiteTrainer trainer(parts.front, parts.back, t);
+      EXPECT_TRUE(trainer.TrainEpoch(*set, seed, body).ok());
+      fronts.push_back(ExtractState(*parts.front));
+      backs.push_back(ExtractState(*parts.back));
+    }
+    auto average = [](const std::vector<NamedTensors>& two) {
+      return WeightedAverage({{"x", 1, 1, 0, two[0]}, {"y", 1, 1, 0, two[1]}}, {0.5, 0.5});
+    };
+    EXPECT_TRUE(LoadState(*global.front, average(fronts)).ok());
+    EXPECT_TRUE(LoadState(*global.back, average(backs)).ok());
+    return global;
+  };
+  auto max_difference = [&](SplitModel& expected) {
+    double worst = 0;
+    for (auto [a, b] : {std::pair{networked.front, expected.front},
+                        {networked.body, expected.body}, {networked.back, expected.back}}) {
+      const auto e = b->named_parameters();
+      for (const auto& p : a->named_parameters())
+        worst = std::max(worst, (p.value() - *e.find(p.key())).abs().max().item<double>());
+    }
+    return worst;
+  };
+  SplitModel ab = sequential(train_a, train_b), ba = sequential(train_b, train_a);
+  const double diff_ab = max_difference(ab), diff_ba = max_difference(ba);
+  EXPECT_LE(std::min(diff_ab, diff_ba), 1e-5) << "a then b: " << diff_ab << ", b then a: " << diff_ba;
+  EXPECT_GT(std::max(diff_ab, diff_ba), 1e-4) << "the two orders must be distinguishable";
+}
+
 TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   StartCoordinator(SmallRun({"a", "b"}, 1));
   const std::string address = "127.0.0.1:" + std::to_string(server_->port());
