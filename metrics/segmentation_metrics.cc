@@ -63,7 +63,16 @@ void DistanceTransform1D(double* f, int64_t n, int64_t stride, std::vector<doubl
   for (int64_t q = 0; q < n; ++q) f[q * stride] = d[q];
 }
 
-// Euclidean distance from every pixel to the nearest feature pixel.
+double Percentile(std::vector<double> values, double q) {
+  std::sort(values.begin(), values.end());
+  const double pos = q / 100.0 * (values.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (pos - lo) * (values[hi] - values[lo]);
+}
+
+}  // namespace
+
 std::vector<double> DistanceToFeatures(const std::vector<uint8_t>& features, int64_t h,
                                        int64_t w) {
   std::vector<double> f(features.size());
@@ -76,16 +85,6 @@ std::vector<double> DistanceToFeatures(const std::vector<uint8_t>& features, int
   for (double& value : f) value = std::sqrt(value);
   return f;
 }
-
-double Percentile(std::vector<double> values, double q) {
-  std::sort(values.begin(), values.end());
-  const double pos = q / 100.0 * (values.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (pos - lo) * (values[hi] - values[lo]);
-}
-
-}  // namespace
 
 double Hd95(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, int64_t height,
             int64_t width) {

@@ -34,6 +34,11 @@ std::vector<ClassScore> ScoreImage(const LabelView& pred, const LabelView& truth
 double Hd95(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, int64_t height,
             int64_t width);
 
+// Exact Euclidean distance (in pixels) from every pixel to the nearest pixel whose `features`
+// byte is non-zero (Felzenszwalb & Huttenlocher's separable transform); +inf if there is none.
+std::vector<double> DistanceToFeatures(const std::vector<uint8_t>& features, int64_t height,
+                                       int64_t width);
+
 // Averages scores over images, per class; "foreground" means classes 1..C-1.
 class ScoreAccumulator {
  public:
