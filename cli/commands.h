@@ -28,5 +28,6 @@ void AddPhantomsCommand(CLI::App& app);
 void AddProvisionCommand(CLI::App& app);
 void AddFederationCommands(CLI::App& app);
 void AddSegmentCommand(CLI::App& app);
+void AddSimCommand(CLI::App& app);
 
 }  // namespace splitfed::cli

@@ -7,9 +7,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -17,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#include "cli/signal_watch.h"
 #include "cli/toml_config.h"
 #include "client/site_client.h"
 #include "coordinator/coordinator.h"
@@ -29,28 +27,6 @@
 namespace splitfed::cli {
 namespace {
 
-
-// Runs `on_signal` once on SIGINT or SIGTERM, from a Boost.Asio thread, for as long as it
-// lives. The default handlers return when it is destroyed.
-class SignalWatch {
- public:
-  explicit SignalWatch(std::function<void(int)> on_signal)
-      : signals_(io_, SIGINT, SIGTERM), thread_() {
-    signals_.async_wait([on_signal](const boost::system::error_code& error, int signal) {
-      if (!error) on_signal(signal);
-    });
-    thread_ = std::thread([this] { io_.run(); });
-  }
-  ~SignalWatch() {
-    io_.stop();
-    thread_.join();
-  }
-
- private:
-  boost::asio::io_context io_;
-  boost::asio::signal_set signals_;
-  std::thread thread_;
-};
 
 void InitLogging() {
   static bool done = false;

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   splitfed::cli::AddProvisionCommand(app);
   splitfed::cli::AddFederationCommands(app);
   splitfed::cli::AddSegmentCommand(app);
+  splitfed::cli::AddSimCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

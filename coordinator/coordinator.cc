@@ -471,7 +471,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     if (auto s = LoadState(*global_.body, body); !s.ok()) return s;
   }
   if (enough && observer_) observer_(round, global_);
-  if (enough && !options_.checkpoint_dir.empty()) {
+  if (enough && !options_.checkpoint_dir.empty() && options_.checkpoint_every_round) {
     checkpoint = (std::filesystem::path(options_.checkpoint_dir) /
                   absl::StrCat("round-", round, ".pt"))
                      .string();

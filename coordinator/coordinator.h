@@ -49,6 +49,7 @@ struct RunOptions {
   std::string aggregation = "fedavg";
   std::vector<std::string> enrolled_sites;
   std::string checkpoint_dir;  // empty: no checkpoints
+  bool checkpoint_every_round = true;  // false: only final.pt
 
   absl::Status Validate() const;
 };

@@ -105,6 +105,14 @@ absl::Status PhantomOptions::Validate() const {
   return absl::OkStatus();
 }
 
+torch::Tensor ApplyAppearance(const torch::Tensor& image, const ScannerAppearance& a) {
+  torch::Tensor out = image;
+  if (a.gamma != 1.0) out = out.clamp(0, 1).pow(a.gamma);
+  if (a.contrast != 1.0) out = ((out - out.mean()) * a.contrast + out.mean()).clamp(0, 1);
+  if (a.blur_sigma > 0) out = GaussianBlur(out, a.blur_sigma);
+  return out;
+}
+
 absl::StatusOr<SegmentationSet> GeneratePhantoms(const PhantomOptions& o) {
   if (auto s = o.Validate(); !s.ok()) return s;
   const int64_t h = o.height, w = o.width;
@@ -151,10 +159,7 @@ absl::StatusOr<SegmentationSet> GeneratePhantoms(const PhantomOptions& o) {
     }
     image = image + static_cast<float>(o.noise_sigma) * rng.Normal(h, w);
     image = image.clamp(0.0, 1.0);
-    const ScannerAppearance& a = o.appearance;
-    if (a.gamma != 1.0) image = image.pow(a.gamma);
-    if (a.contrast != 1.0) image = ((image - image.mean()) * a.contrast + image.mean()).clamp(0, 1);
-    if (a.blur_sigma > 0) image = GaussianBlur(image, a.blur_sigma);
+    image = ApplyAppearance(image, o.appearance);
     images[i][0].copy_(image);
     masks[i].copy_(mask);
     set.names.push_back(absl::StrCat("phantom_", o.seed, "_", i));

@@ -17,6 +17,9 @@ struct ScannerAppearance {
   double blur_sigma = 0.0;  // Gaussian blur in pixels (0 = none)
 };
 
+// Renders an H×W image in [0, 1] as that scanner would (gamma, then contrast, then blur).
+torch::Tensor ApplyAppearance(const torch::Tensor& image, const ScannerAppearance& appearance);
+
 struct PhantomOptions {
   int64_t count = 64;
   int64_t height = 64;

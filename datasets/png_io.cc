@@ -91,12 +91,15 @@ absl::StatusOr<PngPixels> ReadPng(const std::string& path) {
   return out;
 }
 
-absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& pixels,
-                           int64_t width, int64_t height) {
-  if (width <= 0 || height <= 0 || static_cast<int64_t>(pixels.size()) != width * height)
+namespace {
+
+absl::Status WritePng8(const std::string& path, const std::vector<uint8_t>& pixels,
+                       int64_t width, int64_t height, int channels) {
+  if (width <= 0 || height <= 0 ||
+      static_cast<int64_t>(pixels.size()) != width * height * channels)
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", pixels.size(),
-                                                   " pixels do not make a ", width, "x",
-                                                   height, " image"));
+                                                   " values do not make a ", width, "x",
+                                                   height, "x", channels, " image"));
   File file(std::fopen(path.c_str(), "wb"));
   if (!file) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
   ErrorSink sink;
@@ -106,14 +109,14 @@ absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& 
   png_infop info = png_create_info_struct(png);
   std::vector<png_bytep> rows(height);
   for (int64_t y = 0; y < height; ++y)
-    rows[y] = const_cast<png_bytep>(pixels.data() + y * width);
+    rows[y] = const_cast<png_bytep>(pixels.data() + y * width * channels);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
     return absl::InternalError(absl::StrCat(path, ": writing PNG failed (", sink.message, ")"));
   }
   png_init_io(png, file.get());
-  png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_IHDR(png, info, width, height, 8, channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   png_write_image(png, rows.data());
   png_write_end(png, nullptr);
@@ -121,6 +124,18 @@ absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& 
   if (std::fflush(file.get()) != 0)
     return absl::InternalError(absl::StrCat(path, ": write failed (disk full?)"));
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& pixels,
+                           int64_t width, int64_t height) {
+  return WritePng8(path, pixels, width, height, 1);
+}
+
+absl::Status WriteRgbPng8(const std::string& path, const std::vector<uint8_t>& pixels,
+                          int64_t width, int64_t height) {
+  return WritePng8(path, pixels, width, height, 3);
 }
 
 }  // namespace splitfed

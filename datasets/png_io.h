@@ -26,4 +26,8 @@ absl::StatusOr<PngPixels> ReadPng(const std::string& path);
 absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& pixels,
                            int64_t width, int64_t height);
 
+// Writes an 8-bit RGB PNG; `pixels` holds R, G, B per pixel, row by row.
+absl::Status WriteRgbPng8(const std::string& path, const std::vector<uint8_t>& pixels,
+                          int64_t width, int64_t height);
+
 }  // namespace splitfed

@@ -1,0 +1,473 @@
+#include "sim/experiment.h"
+
+#include <toml++/toml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace splitfed::sim {
+namespace fs = std::filesystem;
+namespace {
+
+absl::Status Bad(const std::string& source, const std::string& key, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, ": ", what));
+}
+
+// Reads one TOML table, remembering the keys it was asked for, so anything else is an error.
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string source, std::string prefix)
+      : table_(table), source_(std::move(source)), prefix_(std::move(prefix)) {}
+
+  std::string Key(const std::string& key) const {
+    return prefix_.empty() ? key : absl::StrCat(prefix_, ".", key);
+  }
+  const toml::node* Node(const std::string& key) {
+    known_.insert(key);
+    return table_ ? table_->get(key) : nullptr;
+  }
+  absl::Status String(const std::string& key, std::string* out) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    if (!n->is_string()) return Bad(source_, Key(key), "must be a string");
+    *out = *n->value<std::string>();
+    return absl::OkStatus();
+  }
+  absl::Status Int(const std::string& key, int64_t* out, int64_t lo, int64_t hi) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    if (!n->is_integer()) return Bad(source_, Key(key), "must be an integer");
+    const int64_t v = *n->value<int64_t>();
+    if (v < lo || v > hi)
+      return Bad(source_, Key(key), absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+    *out = v;
+    return absl::OkStatus();
+  }
+  absl::Status Double(const std::string& key, double* out, double lo, double hi) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    if (!n->is_number()) return Bad(source_, Key(key), "must be a number");
+    const double v = *n->value<double>();
+    if (!(v >= lo && v <= hi))
+      return Bad(source_, Key(key), absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+    *out = v;
+    return absl::OkStatus();
+  }
+  absl::Status Strings(const std::string& key, std::vector<std::string>* out) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    const toml::array* a = n->as_array();
+    if (!a) return Bad(source_, Key(key), "must be a list of strings");
+    out->clear();
+    for (const auto& item : *a) {
+      if (!item.is_string()) return Bad(source_, Key(key), "must be a list of strings");
+      out->push_back(*item.value<std::string>());
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Seeds(const std::string& key, std::vector<uint64_t>* out) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    const toml::array* a = n->as_array();
+    if (!a || a->empty()) return Bad(source_, Key(key), "must be a non-empty list of integers");
+    out->clear();
+    for (const auto& item : *a) {
+      if (!item.is_integer() || *item.value<int64_t>() < 0)
+        return Bad(source_, Key(key), "must be a list of integers >= 0");
+      out->push_back(static_cast<uint64_t>(*item.value<int64_t>()));
+    }
+    return absl::OkStatus();
+  }
+  // After every read: anything the table holds that nobody asked for is a typo.
+  absl::Status RejectUnknown() const {
+    if (!table_) return absl::OkStatus();
+    for (const auto& [key, node] : *table_) {
+      const std::string k(key.str());
+      if (!known_.count(k))
+        return Bad(source_, Key(k),
+                   absl::StrCat("unknown key (known here: ", absl::StrJoin(known_, ", "), ")"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const toml::table* table_;
+  std::string source_;
+  std::string prefix_;
+  std::set<std::string> known_;
+};
+
+#define SIM_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
+  } while (0)
+
+absl::StatusOr<std::vector<NoiseModel>> ParseModels(const std::string& text) {
+  std::vector<NoiseModel> models;
+  if (text.empty() || text == "none") return models;
+  for (const absl::string_view part_view : absl::StrSplit(text, '+')) {
+    const std::string part(part_view);
+    absl::StatusOr<NoiseModel> m = ParseNoiseModel(part);
+    if (!m.ok()) return m.status();
+    models.push_back(*m);
+  }
+  return models;
+}
+
+std::string ModelsText(const std::vector<NoiseModel>& models) {
+  if (models.empty()) return "none";
+  std::vector<std::string> names;
+  for (NoiseModel m : models) names.push_back(NoiseModelName(m));
+  return absl::StrJoin(names, "+");
+}
+
+// One site's noise from a table with model / image_fraction / severity / bias.
+absl::Status ReadSiteNoise(TableReader& r, const std::string& source, SiteNoise* out,
+                           std::string* bias_text) {
+  std::string model = ModelsText(out->models);
+  SIM_RETURN_IF_ERROR(r.String("model", &model));
+  absl::StatusOr<std::vector<NoiseModel>> models = ParseModels(model);
+  if (!models.ok()) return Bad(source, r.Key("model"), std::string(models.status().message()));
+  out->models = *models;
+  SIM_RETURN_IF_ERROR(r.Double("image_fraction", &out->image_fraction, 0, 1));
+  SIM_RETURN_IF_ERROR(r.Double("severity", &out->severity, 0, 1));
+  SIM_RETURN_IF_ERROR(r.String("bias", bias_text));
+  if (*bias_text != "alternate") {
+    absl::StatusOr<NoiseBias> b = ParseNoiseBias(*bias_text);
+    if (!b.ok()) return Bad(source, r.Key("bias"), std::string(b.status().message()));
+    out->bias = *b;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NoiseSetting> ReadNoiseSetting(const toml::table& t, const std::string& source,
+                                              const std::string& prefix, int64_t sites) {
+  TableReader r(&t, source, prefix);
+  NoiseSetting setting;
+  SIM_RETURN_IF_ERROR(r.String("name", &setting.name));
+  if (setting.name.empty()) return Bad(source, r.Key("name"), "every noise setting needs a name");
+  // Either a sweep-style description (a share of the sites, all alike) ...
+  double noisy_sites = 0;
+  SIM_RETURN_IF_ERROR(r.Double("noisy_sites", &noisy_sites, 0, 1));
+  SiteNoise noisy;
+  noisy.models = {NoiseModel::kBoundary};
+  noisy.image_fraction = 0.8;
+  std::string bias = "alternate";
+  SIM_RETURN_IF_ERROR(ReadSiteNoise(r, source, &noisy, &bias));
+  // ... or one entry per site.
+  const toml::node* per_site = r.Node("site");
+  SIM_RETURN_IF_ERROR(r.RejectUnknown());
+  if (per_site) {
+    const toml::array* list = per_site->as_array();
+    if (!list) return Bad(source, r.Key("site"), "must be a list of tables, one per site");
+    if (static_cast<int64_t>(list->size()) != sites)
+      return Bad(source, r.Key("site"), absl::StrCat("lists ", list->size(), " sites; the federation has ", sites));
+    for (size_t k = 0; k < list->size(); ++k) {
+      const toml::table* st = (*list)[k].as_table();
+      const std::string key = absl::StrCat(r.Key("site"), "[", k, "]");
+      if (!st) return Bad(source, key, "must be a table");
+      TableReader sr(st, source, key);
+      SiteNoise n;
+      std::string site_bias = "mixed";
+      SIM_RETURN_IF_ERROR(ReadSiteNoise(sr, source, &n, &site_bias));
+      if (site_bias == "alternate")
+        return Bad(source, sr.Key("bias"), "'alternate' is for the whole setting; say shrink, expand or mixed");
+      SIM_RETURN_IF_ERROR(sr.RejectUnknown());
+      setting.sites.push_back(n);
+    }
+    return setting;
+  }
+  // The last round(noisy_sites · K) sites are noisy (site-1 is always clean unless all are);
+  // "alternate" gives them shrink, expand, shrink, ... like annotators with opposite habits.
+  const int64_t count = std::llround(noisy_sites * sites);
+  setting.sites.assign(sites, SiteNoise{});
+  for (int64_t k = sites - count, j = 0; k < sites; ++k, ++j) {
+    SiteNoise n = noisy;
+    if (bias == "alternate") n.bias = j % 2 == 0 ? NoiseBias::kShrink : NoiseBias::kExpand;
+    setting.sites[k] = n;
+  }
+  return setting;
+}
+
+std::string Quoted(const std::string& s) {
+  std::ostringstream out;
+  out << toml::value<std::string>(s);
+  return out.str();
+}
+
+std::string QuotedList(const std::vector<std::string>& items) {
+  std::vector<std::string> q;
+  for (const auto& i : items) q.push_back(Quoted(i));
+  return absl::StrCat("[", absl::StrJoin(q, ", "), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<DatasetKind> ParseDatasetKind(const std::string& name) {
+  if (name == "phantom") return DatasetKind::kPhantom;
+  if (name == "folder") return DatasetKind::kFolder;
+  if (name == "site-folders") return DatasetKind::kSiteFolders;
+  if (name == "annotators") return DatasetKind::kAnnotators;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown dataset kind '", name, "'; expected phantom, folder, site-folders or annotators"));
+}
+
+const char* DatasetKindName(DatasetKind kind) {
+  switch (kind) {
+    case DatasetKind::kPhantom: return "phantom";
+    case DatasetKind::kFolder: return "folder";
+    case DatasetKind::kSiteFolders: return "site-folders";
+    case DatasetKind::kAnnotators: return "annotators";
+  }
+  return "?";
+}
+
+std::string SiteNoise::Describe() const {
+  if (clean()) return "clean";
+  return absl::StrCat(ModelsText(models), " ", std::lround(image_fraction * 100), "% sev ",
+                      severity, " ", NoiseBiasName(bias));
+}
+
+std::vector<std::string> ExperimentConfig::SiteNames() const {
+  std::vector<std::string> names;
+  for (int64_t k = 1; k <= sites; ++k) names.push_back(absl::StrCat("site-", k));
+  return names;
+}
+
+const std::vector<std::string>& KnownMethods() {
+  static const std::vector<std::string> methods = {"splitfed", "oracle"};
+  return methods;
+}
+
+ExperimentConfig DefaultExperiment() {
+  ExperimentConfig c;
+  SiteNoise shrink{{NoiseModel::kBoundary}, 0.8, 1.0, NoiseBias::kShrink};
+  SiteNoise expand{{NoiseModel::kBoundary}, 0.8, 1.0, NoiseBias::kExpand};
+  c.noise = {{"2 of 4 sites noisy", {SiteNoise{}, SiteNoise{}, shrink, expand}}};
+  return c;
+}
+
+absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
+                                                 const std::string& source,
+                                                 const std::string& base_folder) {
+  toml::table doc;
+  try {
+    doc = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.source().begin.line, ": ",
+                                                   std::string(e.description())));
+  }
+  ExperimentConfig c;
+  c.noise.clear();
+  auto path = [&](const std::string& p) {
+    return p.empty() || fs::path(p).is_absolute() ? p : (fs::path(base_folder) / p).string();
+  };
+  auto sub = [&](const char* name) -> absl::StatusOr<const toml::table*> {
+    const toml::node* n = doc.get(name);
+    if (!n) return nullptr;
+    if (!n->is_table()) return Bad(source, name, "must be a table [" + std::string(name) + "]");
+    return n->as_table();
+  };
+
+  TableReader top(&doc, source, "");
+  SIM_RETURN_IF_ERROR(top.String("name", &c.name));
+  SIM_RETURN_IF_ERROR(top.String("out", &c.out_dir));
+  c.out_dir = path(c.out_dir);
+  for (const char* t : {"data", "partition", "federation", "experiment", "noise"}) top.Node(t);
+  SIM_RETURN_IF_ERROR(top.RejectUnknown());
+
+  absl::StatusOr<const toml::table*> data = sub("data");
+  if (!data.ok()) return data.status();
+  TableReader d(*data, source, "data");
+  std::string kind = DatasetKindName(c.dataset);
+  SIM_RETURN_IF_ERROR(d.String("kind", &kind));
+  absl::StatusOr<DatasetKind> dk = ParseDatasetKind(kind);
+  if (!dk.ok()) return Bad(source, "data.kind", std::string(dk.status().message()));
+  c.dataset = *dk;
+  SIM_RETURN_IF_ERROR(d.String("root", &c.root));
+  c.root = path(c.root);
+  SIM_RETURN_IF_ERROR(d.Strings("site_roots", &c.site_roots));
+  for (auto& r : c.site_roots) r = path(r);
+  SIM_RETURN_IF_ERROR(d.String("masks", &c.masks));
+  SIM_RETURN_IF_ERROR(d.Strings("annotators", &c.annotators));
+  SIM_RETURN_IF_ERROR(d.Int("image_size", &c.image_size, 16, 1024));
+  SIM_RETURN_IF_ERROR(d.Int("num_classes", &c.num_classes, 2, 6));
+  SIM_RETURN_IF_ERROR(d.Int("channels", &c.channels, 1, 3));
+  SIM_RETURN_IF_ERROR(d.Int("images_per_site", &c.images_per_site, 4, 100000));
+  SIM_RETURN_IF_ERROR(d.Int("test_images", &c.test_images, 1, 100000));
+  SIM_RETURN_IF_ERROR(d.Double("test_fraction", &c.test_fraction, 0.01, 0.9));
+  SIM_RETURN_IF_ERROR(d.Double("validation_fraction", &c.validation_fraction, 0, 0.5));
+  SIM_RETURN_IF_ERROR(d.RejectUnknown());
+
+  absl::StatusOr<const toml::table*> partition = sub("partition");
+  if (!partition.ok()) return partition.status();
+  TableReader p(*partition, source, "partition");
+  std::string pk = PartitionKindName(c.partition);
+  SIM_RETURN_IF_ERROR(p.String("kind", &pk));
+  absl::StatusOr<PartitionKind> pkind = ParsePartitionKind(pk);
+  if (!pkind.ok()) return Bad(source, "partition.kind", std::string(pkind.status().message()));
+  c.partition = *pkind;
+  SIM_RETURN_IF_ERROR(p.Double("alpha", &c.alpha, 1e-3, 1e6));
+  SIM_RETURN_IF_ERROR(p.Int("min_images", &c.min_images, 2, 100000));
+  SIM_RETURN_IF_ERROR(p.RejectUnknown());
+
+  absl::StatusOr<const toml::table*> federation = sub("federation");
+  if (!federation.ok()) return federation.status();
+  TableReader f(*federation, source, "federation");
+  SIM_RETURN_IF_ERROR(f.Int("sites", &c.sites, 1, 1024));
+  SIM_RETURN_IF_ERROR(f.Int("rounds", &c.rounds, 1, 100000));
+  SIM_RETURN_IF_ERROR(f.Int("local_epochs", &c.local_epochs, 1, 1000));
+  SIM_RETURN_IF_ERROR(f.Int("batch_size", &c.batch_size, 2, 4096));
+  SIM_RETURN_IF_ERROR(f.Double("learning_rate", &c.learning_rate, 1e-9, 10));
+  SIM_RETURN_IF_ERROR(f.String("mode", &c.mode));
+  SIM_RETURN_IF_ERROR(f.String("transport", &c.transport));
+  SIM_RETURN_IF_ERROR(f.String("activation_encoding", &c.activation_encoding));
+  SIM_RETURN_IF_ERROR(f.Int("base_width", &c.base_width, 1, 512));
+  SIM_RETURN_IF_ERROR(f.Int("depth", &c.depth, 1, 6));
+  SIM_RETURN_IF_ERROR(f.String("split", &c.split));
+  int64_t threads = c.threads;
+  SIM_RETURN_IF_ERROR(f.Int("threads", &threads, 0, 1024));
+  c.threads = static_cast<int>(threads);
+  SIM_RETURN_IF_ERROR(f.RejectUnknown());
+
+  absl::StatusOr<const toml::table*> experiment = sub("experiment");
+  if (!experiment.ok()) return experiment.status();
+  TableReader e(*experiment, source, "experiment");
+  SIM_RETURN_IF_ERROR(e.Strings("methods", &c.methods));
+  SIM_RETURN_IF_ERROR(e.Seeds("seeds", &c.seeds));
+  SIM_RETURN_IF_ERROR(e.RejectUnknown());
+
+  if (const toml::node* n = doc.get("noise")) {
+    const toml::array* list = n->as_array();
+    if (!list) return Bad(source, "noise", "must be [[noise]] tables");
+    for (size_t i = 0; i < list->size(); ++i) {
+      const toml::table* t = (*list)[i].as_table();
+      if (!t) return Bad(source, absl::StrCat("noise[", i, "]"), "must be a table");
+      absl::StatusOr<NoiseSetting> s =
+          ReadNoiseSetting(*t, source, absl::StrCat("noise[", i, "]"), c.sites);
+      if (!s.ok()) return s.status();
+      c.noise.push_back(*s);
+    }
+  }
+  if (c.noise.empty())  // no synthetic noise: every site as its data comes
+    c.noise.push_back({c.dataset == DatasetKind::kAnnotators ? "annotators" : "clean",
+                       std::vector<SiteNoise>(c.sites)});
+  if (auto s = ValidateExperiment(c); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
+  return c;
+}
+
+absl::StatusOr<ExperimentConfig> LoadExperiment(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the experiment file"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseExperiment(text.str(), path, fs::path(path).parent_path().string());
+}
+
+absl::Status ValidateExperiment(const ExperimentConfig& c) {
+  auto bad = [](const std::string& key, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", what));
+  };
+  if (c.methods.empty()) return bad("experiment.methods", "name at least one method");
+  for (const std::string& m : c.methods)
+    if (std::find(KnownMethods().begin(), KnownMethods().end(), m) == KnownMethods().end())
+      return bad("experiment.methods", absl::StrCat("unknown method '", m, "' (known: ",
+                                                    absl::StrJoin(KnownMethods(), ", "), ")"));
+  if (c.seeds.empty()) return bad("experiment.seeds", "name at least one seed");
+  if (c.mode != "sflv1" && c.mode != "sflv2")
+    return bad("federation.mode", absl::StrCat("must be sflv1 or sflv2, got '", c.mode, "'"));
+  if (c.transport != "inprocess" && c.transport != "mtls")
+    return bad("federation.transport",
+               absl::StrCat("must be inprocess or mtls, got '", c.transport, "'"));
+  if (c.activation_encoding != "fp32" && c.activation_encoding != "fp16")
+    return bad("federation.activation_encoding",
+               absl::StrCat("must be fp32 or fp16, got '", c.activation_encoding, "'"));
+  if (c.image_size % (1LL << c.depth) != 0)
+    return bad("data.image_size", absl::StrCat(c.image_size, " is not divisible by 2^depth = ",
+                                               1LL << c.depth));
+  switch (c.dataset) {
+    case DatasetKind::kPhantom:
+      if (c.channels != 1) return bad("data.channels", "phantoms have 1 channel");
+      break;
+    case DatasetKind::kFolder:
+      if (c.root.empty()) return bad("data.root", "a folder dataset needs its root");
+      break;
+    case DatasetKind::kSiteFolders:
+      if (static_cast<int64_t>(c.site_roots.size()) != c.sites)
+        return bad("data.site_roots", absl::StrCat("lists ", c.site_roots.size(),
+                                                   " folders; the federation has ", c.sites,
+                                                   " sites"));
+      if (c.partition != PartitionKind::kIid && c.partition != PartitionKind::kAppearance)
+        return bad("partition.kind", "site-folders are already divided: use iid or appearance");
+      break;
+    case DatasetKind::kAnnotators:
+      if (c.root.empty()) return bad("data.root", "an annotators dataset needs its root");
+      if (static_cast<int64_t>(c.annotators.size()) != c.sites)
+        return bad("data.annotators", absl::StrCat("lists ", c.annotators.size(),
+                                                   " annotators; the federation has ", c.sites,
+                                                   " sites (one annotator per site)"));
+      break;
+  }
+  if (c.dataset == DatasetKind::kPhantom && c.partition == PartitionKind::kQuantity &&
+      c.min_images * c.sites > c.images_per_site * c.sites)
+    return bad("partition.min_images", "more than the images there are");
+  for (const NoiseSetting& n : c.noise) {
+    if (static_cast<int64_t>(n.sites.size()) != c.sites)
+      return bad("noise", absl::StrCat("setting '", n.name, "' describes ", n.sites.size(),
+                                       " sites, not ", c.sites));
+    for (const SiteNoise& s : n.sites)
+      for (NoiseModel m : s.models)
+        if (m == NoiseModel::kConfusion && c.num_classes < 3)
+          return bad("noise", absl::StrCat("setting '", n.name,
+                                           "': class confusion needs at least 3 classes"));
+  }
+  std::set<std::string> names;
+  for (const NoiseSetting& n : c.noise)
+    if (!names.insert(n.name).second)
+      return bad("noise", absl::StrCat("two settings are named '", n.name, "'"));
+  return absl::OkStatus();
+}
+
+std::string ExperimentToToml(const ExperimentConfig& c) {
+  std::ostringstream o;
+  o << "# The resolved experiment: every value explicit. `splitfed sim --config` reads it.\n";
+  o << "name = " << Quoted(c.name) << "\nout = " << Quoted(c.out_dir) << "\n\n[data]\n";
+  o << "kind = " << Quoted(DatasetKindName(c.dataset)) << "\nroot = " << Quoted(c.root)
+    << "\nsite_roots = " << QuotedList(c.site_roots) << "\nmasks = " << Quoted(c.masks)
+    << "\nannotators = " << QuotedList(c.annotators) << "\nimage_size = " << c.image_size
+    << "\nnum_classes = " << c.num_classes << "\nchannels = " << c.channels
+    << "\nimages_per_site = " << c.images_per_site << "\ntest_images = " << c.test_images
+    << "\ntest_fraction = " << c.test_fraction
+    << "\nvalidation_fraction = " << c.validation_fraction << "\n\n[partition]\n";
+  o << "kind = " << Quoted(PartitionKindName(c.partition)) << "\nalpha = " << c.alpha
+    << "\nmin_images = " << c.min_images << "\n\n[federation]\n";
+  o << "sites = " << c.sites << "\nrounds = " << c.rounds << "\nlocal_epochs = " << c.local_epochs
+    << "\nbatch_size = " << c.batch_size << "\nlearning_rate = " << c.learning_rate
+    << "\nmode = " << Quoted(c.mode) << "\ntransport = " << Quoted(c.transport)
+    << "\nactivation_encoding = " << Quoted(c.activation_encoding)
+    << "\nbase_width = " << c.base_width << "\ndepth = " << c.depth
+    << "\nsplit = " << Quoted(c.split) << "\nthreads = " << c.threads << "\n\n[experiment]\n";
+  std::vector<std::string> seeds;
+  for (uint64_t s : c.seeds) seeds.push_back(std::to_string(s));
+  o << "methods = " << QuotedList(c.methods) << "\nseeds = [" << absl::StrJoin(seeds, ", ")
+    << "]\n";
+  for (const NoiseSetting& n : c.noise) {
+    o << "\n[[noise]]\nname = " << Quoted(n.name) << "\nsite = [\n";
+    for (const SiteNoise& s : n.sites)
+      o << "  { model = " << Quoted(ModelsText(s.models)) << ", image_fraction = "
+        << s.image_fraction << ", severity = " << s.severity
+        << ", bias = " << Quoted(NoiseBiasName(s.bias)) << " },\n";
+    o << "]\n";
+  }
+  return o.str();
+}
+
+}  // namespace splitfed::sim

@@ -1,0 +1,281 @@
+#include "sim/runner.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/site_client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/services.h"
+#include "provision/federation_kit.h"
+#include "sim/report.h"
+#include "sim/site_data.h"
+#include "split/evaluate.h"
+#include "store/run_store.h"
+
+namespace splitfed::sim {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kOracle[] = "oracle";
+constexpr char kCleanLabels[] = "clean labels";
+
+Scores ToScores(const ScoreAccumulator& acc) {
+  Scores s;
+  const ClassScore fg = acc.MeanForeground();
+  s.dice = fg.dice;
+  s.iou = fg.iou;
+  s.hd95 = fg.hd95;
+  for (int64_t c = 1; c < acc.num_classes(); ++c) s.dice_per_class.push_back(acc.MeanOfClass(c).dice);
+  return s;
+}
+
+std::string ReadText(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::vector<PlannedRun> PlanRuns(const ExperimentConfig& config) {
+  std::vector<PlannedRun> plan;
+  for (uint64_t seed : config.seeds)
+    for (const std::string& method : config.methods) {
+      if (method == kOracle) {
+        plan.push_back({method, &config.noise.front(), kCleanLabels, seed});
+        continue;
+      }
+      for (const NoiseSetting& n : config.noise) plan.push_back({method, &n, n.name, seed});
+    }
+  return plan;
+}
+
+ExperimentRunner::ExperimentRunner(ExperimentConfig config,
+                                   std::function<void(const ProgressEvent&)> progress)
+    : config_(std::move(config)), progress_(std::move(progress)) {}
+
+absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
+  config_.out_dir = fs::absolute(config_.out_dir).lexically_normal().string();
+  const ExperimentConfig& c = config_;
+  if (auto s = ValidateExperiment(c); !s.ok()) return s;
+  std::error_code ec;
+  fs::create_directories(c.out_dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(
+        absl::StrCat(c.out_dir, ": cannot create the output folder: ", ec.message()));
+  {
+    std::ofstream resolved(fs::path(c.out_dir) / "config.toml");
+    resolved << ExperimentToToml(c);
+    if (!resolved)
+      return absl::PermissionDeniedError(absl::StrCat(c.out_dir, ": cannot write config.toml"));
+  }
+  // What each site's noise looks like, from the first seed's data.
+  for (const NoiseSetting& n : c.noise) {
+    absl::StatusOr<SimData> data = BuildSimData(c, n, c.seeds.front());
+    if (!data.ok()) return data.status();
+    if (auto s = WriteNoisePreviews(c, n, *data); !s.ok()) return s;
+  }
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+
+  const std::vector<PlannedRun> plan = PlanRuns(c);
+  std::vector<RunResult> finished;
+  for (size_t i = 0; i < plan.size() && !stopping_; ++i) {
+    absl::StatusOr<RunResult> r = RunOne(plan[i], i + 1, plan.size());
+    if (!r.ok()) return r.status();
+    if (!r->finished) break;  // stopped part-way: not recorded
+    finished.push_back(*std::move(r));
+    if (auto s = WriteResults(c, finished); !s.ok()) return s;
+  }
+  return finished;
+}
+
+absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64_t index,
+                                                   int64_t count) {
+  const ExperimentConfig& c = config_;
+  const bool oracle = plan.method == kOracle;
+  absl::StatusOr<SimData> data = BuildSimData(c, *plan.noise, plan.seed);
+  if (!data.ok()) return data.status();
+
+  RunResult result;
+  result.method = plan.method;
+  result.noise = plan.noise_name;
+  result.seed = plan.seed;
+  const std::string slug = absl::StrCat(RunSlug(plan.method, plan.noise_name), "-seed", plan.seed);
+
+  RunOptions o;
+  o.run_name = absl::StrCat(plan.method, " | ", plan.noise_name, " | seed ", plan.seed);
+  o.rounds = c.rounds;
+  o.min_sites = c.sites;
+  o.local_epochs = c.local_epochs;
+  o.batch_size = c.batch_size;
+  o.learning_rate = c.learning_rate;
+  o.round_deadline_seconds = 24 * 3600;  // one machine: a slow round is not a lost site
+  o.round_open_wait_seconds = 0;
+  o.activation_encoding = c.activation_encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
+  o.model = {c.channels, c.num_classes, c.base_width, c.depth};
+  absl::StatusOr<SplitSpec> split = SplitSpec::Parse(c.split);
+  if (!split.ok()) return split.status();
+  o.split = *split;
+  o.image_size = c.image_size;
+  o.seed = plan.seed;
+  o.aggregation = "fedavg";
+  absl::StatusOr<SplitMode> mode = ParseSplitMode(c.mode);
+  if (!mode.ok()) return mode.status();
+  o.mode = *mode;
+  o.enrolled_sites = c.SiteNames();
+  o.checkpoint_dir = (fs::path(c.out_dir) / "models" / slug).string();
+  o.checkpoint_every_round = false;
+  result.model_path = (fs::path(o.checkpoint_dir) / "final.pt").string();
+
+  absl::StatusOr<std::unique_ptr<RunStore>> store =
+      RunStore::Open((fs::path(c.out_dir) / "runs.db").string());
+  if (!store.ok()) return store.status();
+  absl::StatusOr<std::unique_ptr<Coordinator>> coordinator = Coordinator::Create(o, store->get());
+  if (!coordinator.ok()) return coordinator.status();
+  Coordinator& coord = **coordinator;
+
+  ProgressEvent base;
+  base.method = plan.method;
+  base.noise = plan.noise_name;
+  base.seed = plan.seed;
+  base.run_index = index;
+  base.run_count = count;
+  base.rounds = c.rounds;
+  std::mutex results_mutex;
+  coord.SetRoundObserver([&](int64_t round, SplitModel& global) {
+    RoundResult r;
+    r.round = round;
+    r.test = ToScores(EvaluateSplitModel(global, data->test));
+    {
+      std::lock_guard<std::mutex> lock(results_mutex);
+      result.rounds.push_back(r);
+    }
+    ProgressEvent e = base;
+    e.round = round;
+    e.round_closed = true;
+    e.test_dice = r.test.dice;
+    if (progress_) progress_(e);
+  });
+
+  // The transport: gRPC's in-process channel, or mutual TLS on a loopback port with a kit
+  // provisioned for this experiment.
+  std::optional<TlsFiles> tls;
+  const fs::path kit = fs::path(c.out_dir) / "kit";
+  std::string listen;
+  if (c.transport == "mtls") {
+    if (!fs::exists(kit / "coordinator")) {
+      KitOptions k;
+      k.out_dir = kit.string();
+      k.sites = c.SiteNames();
+      k.overwrite = true;
+      if (auto s = ProvisionFederation(k); !s.ok()) return s;
+    }
+    absl::StatusOr<TlsFiles> files =
+        ReadTlsFiles((kit / "coordinator/coordinator.crt").string(),
+                     (kit / "coordinator/coordinator.key").string(),
+                     (kit / "coordinator/ca.crt").string());
+    if (!files.ok()) return files.status();
+    tls = *files;
+    listen = "127.0.0.1:0";
+  }
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
+      CoordinatorServer::Start(&coord, store->get(), listen, tls);
+  if (!server.ok()) return server.status();
+
+  const auto started = std::chrono::steady_clock::now();
+  std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
+  std::vector<std::unique_ptr<SiteClient>> clients;
+  std::vector<std::future<absl::StatusOr<SiteRunSummary>>> site_runs;
+  for (const SiteData& site : data->sites) {
+    SiteClientOptions so;
+    if (tls) {
+      const fs::path dir = kit / "sites" / site.name;
+      so.coordinator = absl::StrCat("127.0.0.1:", (*server)->port());
+      so.tls = ClientTls{ReadText(dir / "site.crt"), ReadText(dir / "site.key"),
+                         ReadText(dir / "ca.crt"), ""};
+    } else {
+      so.channel = (*server)->InProcessChannel();
+      so.insecure_site_name = site.name;
+    }
+    so.validation_fraction = c.validation_fraction;
+    so.max_reconnects = 5;
+    so.initial_backoff_seconds = 0.1;
+    const SegmentationSet& set = oracle ? site.clean : site.annotated;
+    so.load_data = [&set, &c](const DataRequest& r) -> absl::StatusOr<SegmentationSet> {
+      if (r.height != c.image_size || r.width != c.image_size || r.channels != c.channels ||
+          r.num_classes != c.num_classes)
+        return absl::InternalError("the coordinator asked for data of another shape");
+      return set;
+    };
+    so.on_epoch = [this, base, name = site.name](int64_t round, int64_t epoch, double loss) {
+      ProgressEvent e = base;
+      e.site = name;
+      e.round = round;
+      e.epoch = epoch;
+      e.loss = loss;
+      if (progress_) progress_(e);
+    };
+    const int64_t n_val = std::max<int64_t>(set.size() >= 4 ? 1 : 0,
+                                            static_cast<int64_t>(set.size() * c.validation_fraction));
+    result.images_trained += (set.size() - n_val) * c.local_epochs * c.rounds;
+    clients.push_back(std::make_unique<SiteClient>(so));
+    site_runs.push_back(
+        std::async(std::launch::async, [client = clients.back().get()] { return client->Run(); }));
+  }
+
+  bool stopped = false;
+  while (run.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    if (stopping_ && !stopped) {
+      stopped = true;
+      coord.Stop();
+      for (auto& client : clients) client->Stop();
+    }
+  }
+  absl::Status run_status = run.get();
+  absl::Status site_status;
+  for (auto& f : site_runs) {
+    absl::StatusOr<SiteRunSummary> s = f.get();
+    if (!s.ok() && !stopped && site_status.ok()) site_status = s.status();
+  }
+  (*server)->Shutdown();
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (!run_status.ok()) return run_status;
+  if (stopped || stopping_) return result;  // finished stays false
+  if (!site_status.ok())
+    return absl::Status(site_status.code(),
+                        absl::StrCat("a site failed in run '", o.run_name, "': ",
+                                     site_status.message()));
+
+  // Per-site records from the run store, next to each round's test scores.
+  absl::StatusOr<std::vector<SiteRoundMetrics>> metrics = (*store)->Metrics(coord.run_id());
+  if (!metrics.ok()) return metrics.status();
+  for (RoundResult& r : result.rounds)
+    for (const SiteRoundMetrics& m : *metrics) {
+      if (m.round != r.round) continue;
+      SiteRoundResult s;
+      s.site = m.site;
+      s.included = m.included;
+      s.train_loss = m.train_loss.value_or(0);
+      s.validation_dice = m.validation_dice.value_or(0);
+      s.aggregation_weight = m.aggregation_weight.value_or(0);
+      s.reliability = m.reliability.value_or(1);
+      s.bytes_in = m.bytes_in;
+      s.bytes_out = m.bytes_out;
+      r.sites.push_back(s);
+    }
+  if (result.rounds.empty()) return absl::InternalError("the run completed no round");
+  result.final_test = result.rounds.back().test;
+  result.finished = true;
+  return result;
+}
+
+}  // namespace splitfed::sim

@@ -1,0 +1,89 @@
+// Runs an experiment: for each noise setting, method and seed, a real coordinator and real
+// site clients in this process, talking gRPC over the in-process channel or mutual TLS on
+// 127.0.0.1. Scores the global model on the clean test set after every round.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "sim/experiment.h"
+
+namespace splitfed::sim {
+
+struct Scores {
+  double dice = 0, iou = 0, hd95 = 0;   // mean over foreground classes and test images
+  std::vector<double> dice_per_class;  // classes 1..C-1
+};
+
+struct SiteRoundResult {
+  std::string site;
+  bool included = false;
+  double train_loss = 0;
+  double validation_dice = 0;  // on the site's own (possibly noisy) validation masks
+  double aggregation_weight = 0;
+  double reliability = 1;
+  int64_t bytes_in = 0, bytes_out = 0;
+};
+
+struct RoundResult {
+  int64_t round = 0;
+  Scores test;
+  std::vector<SiteRoundResult> sites;
+};
+
+struct RunResult {
+  std::string method;
+  std::string noise;  // the setting's name ("clean labels" for the oracle)
+  uint64_t seed = 0;
+  bool finished = false;
+  std::vector<RoundResult> rounds;
+  Scores final_test;
+  double seconds = 0;
+  int64_t images_trained = 0;  // site images × local epochs × rounds
+  std::string model_path;
+};
+
+// What the progress display is told; any thread.
+struct ProgressEvent {
+  std::string method, noise, site;
+  uint64_t seed = 0;
+  int64_t run_index = 0, run_count = 0;  // 1-based
+  int64_t round = 0, rounds = 0, epoch = 0;
+  double loss = 0;
+  bool round_closed = false;  // the coordinator finished a round (test_dice is set)
+  double test_dice = 0;
+};
+
+// The runs an experiment consists of, in order: per seed, the oracle once (its labels are
+// clean whatever the noise setting), then every other method under every noise setting.
+struct PlannedRun {
+  std::string method;
+  const NoiseSetting* noise;  // the setting whose images and partition are used
+  std::string noise_name;
+  uint64_t seed;
+};
+std::vector<PlannedRun> PlanRuns(const ExperimentConfig& config);
+
+class ExperimentRunner {
+ public:
+  ExperimentRunner(ExperimentConfig config, std::function<void(const ProgressEvent&)> progress);
+  // Runs every planned run, writing results into config.out_dir as each finishes (so a stop
+  // keeps what finished). Returns the finished runs.
+  absl::StatusOr<std::vector<RunResult>> Run();
+  // Safe from any thread: ends the current run promptly; it is not recorded.
+  void Stop() { stopping_ = true; }
+
+ private:
+  absl::StatusOr<RunResult> RunOne(const PlannedRun& plan, int64_t index, int64_t count);
+
+  ExperimentConfig config_;
+  std::function<void(const ProgressEvent&)> progress_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace splitfed::sim

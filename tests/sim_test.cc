@@ -1,0 +1,279 @@
+// The simulator: experiment files, the simulated sites' data, and whole runs over both
+// transports, with the output folder checked afterwards.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sim/experiment.h"
+#include "sim/report.h"
+#include "sim/runner.h"
+#include "sim/site_data.h"
+
+namespace splitfed::sim {
+namespace {
+namespace fs = std::filesystem;
+
+std::string Read(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int64_t Lines(const fs::path& p) {
+  const std::string text = Read(p);
+  return std::count(text.begin(), text.end(), '\n');
+}
+
+absl::StatusOr<ExperimentConfig> Parse(const std::string& text) {
+  return ParseExperiment(text, "test.toml", "/base");
+}
+
+std::string ErrorOf(const std::string& text) {
+  absl::StatusOr<ExperimentConfig> c = Parse(text);
+  return c.ok() ? std::string("(accepted)") : std::string(c.status().message());
+}
+
+// Small enough for seconds: 32², depth 3, f = 8.
+ExperimentConfig Tiny(const fs::path& out) {
+  ExperimentConfig c = DefaultExperiment();
+  c.name = "tiny";
+  c.out_dir = out.string();
+  c.image_size = 32;
+  c.depth = 3;
+  c.base_width = 8;
+  c.sites = 3;
+  c.images_per_site = 12;
+  c.test_images = 8;
+  c.rounds = 2;
+  c.learning_rate = 3e-3;
+  c.threads = 1;
+  SiteNoise noisy{{NoiseModel::kDilation}, 0.5, 1.0, NoiseBias::kMixed};
+  c.noise = {{"one noisy", {SiteNoise{}, SiteNoise{}, noisy}}};
+  return c;
+}
+
+TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
+  ExperimentConfig c = DefaultExperiment();
+  c.seeds = {3, 4};
+  c.out_dir = "/results";
+  c.partition = PartitionKind::kQuantity;
+  c.noise.push_back({"all dilated", std::vector<SiteNoise>(
+                                        4, SiteNoise{{NoiseModel::kDilation, NoiseModel::kMissing},
+                                                     0.5, 0.7, NoiseBias::kExpand})});
+  const std::string text = ExperimentToToml(c);
+  absl::StatusOr<ExperimentConfig> back = ParseExperiment(text, "resolved.toml", "/");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+  EXPECT_EQ(ExperimentToToml(*back), text);
+  EXPECT_EQ(back->noise[1].sites[2].Describe(), "dilation+missing 50% sev 0.7 expand");
+}
+
+TEST(ExperimentFile, ASweepSettingMakesTheLastSitesNoisyWithAlternatingBias) {
+  auto c = Parse(R"(
+[federation]
+sites = 5
+[[noise]]
+name = "40%"
+noisy_sites = 0.4
+model = "boundary"
+image_fraction = 0.6
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& sites = c->noise.at(0).sites;
+  ASSERT_EQ(sites.size(), 5u);
+  EXPECT_TRUE(sites[0].clean() && sites[1].clean() && sites[2].clean());
+  EXPECT_EQ(sites[3].Describe(), "boundary 60% sev 1 shrink");
+  EXPECT_EQ(sites[4].Describe(), "boundary 60% sev 1 expand");
+  EXPECT_EQ(c->out_dir, "/base/sim-results") << "relative to the file's folder";
+}
+
+TEST(ExperimentFile, UnknownKeysAndBadValuesNameTheKey) {
+  EXPECT_NE(ErrorOf("[federation]\nroundz = 3\n").find("federation.roundz: unknown key"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("colour = 1\n").find("colour: unknown key"), std::string::npos);
+  EXPECT_NE(ErrorOf("[federation]\nrounds = 0\n").find("federation.rounds: must be in [1"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[federation]\nrounds = \"ten\"\n").find("federation.rounds: must be an integer"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[federation]\nmode = \"sflv3\"\n").find("federation.mode"), std::string::npos);
+  EXPECT_NE(ErrorOf("[federation]\ntransport = \"tcp\"\n").find("federation.transport"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[experiment]\nmethods = [\"fedprox\"]\n").find("unknown method 'fedprox'"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[data]\nkind = \"dicom\"\n").find("data.kind"), std::string::npos);
+  EXPECT_NE(ErrorOf("[data]\nimage_size = 60\n").find("data.image_size"), std::string::npos);
+  EXPECT_NE(ErrorOf("[[noise]]\nname = \"x\"\nmodel = \"blur\"\n").find("noise[0].model"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[noise]]\nname = \"x\"\nsite = [{model = \"erosion\"}]\n").find(
+                "noise[0].site: lists 1 sites; the federation has 4"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[noise]]\nname = \"x\"\nimage_fraction = 1.5\n").find("noise[0].image_fraction"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[data]\nnum_classes = 2\n[[noise]]\nname = \"x\"\nnoisy_sites = 1.0\n"
+                    "model = \"confusion\"\n")
+                .find("class confusion needs at least 3 classes"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[data]\nkind = \"annotators\"\nroot = \"x\"\n").find("data.annotators"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[data\n").find("test.toml:1"), std::string::npos) << "syntax errors give the line";
+}
+
+TEST(SimData, NoiseTouchesExactlyTheChosenImagesAndNeverTheTestSet) {
+  ExperimentConfig c = Tiny("/unused");
+  c.images_per_site = 20;
+  const SimData a = *BuildSimData(c, c.noise[0], 7);
+  const SimData b = *BuildSimData(c, c.noise[0], 7);
+  ASSERT_EQ(a.sites.size(), 3u);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_TRUE(torch::equal(a.sites[k].clean.masks, a.sites[k].annotated.masks));
+    EXPECT_EQ(std::count(a.sites[k].corrupted.begin(), a.sites[k].corrupted.end(), true), 0);
+  }
+  const SiteData& noisy = a.sites[2];
+  EXPECT_EQ(std::count(noisy.corrupted.begin(), noisy.corrupted.end(), true), 10);
+  for (int64_t i = 0; i < noisy.clean.size(); ++i)
+    EXPECT_EQ(!torch::equal(noisy.clean.masks[i], noisy.annotated.masks[i]), bool(noisy.corrupted[i]))
+        << "image " << i;
+  EXPECT_TRUE(torch::equal(noisy.annotated.masks, b.sites[2].annotated.masks)) << "same seed";
+  EXPECT_TRUE(torch::equal(a.test.masks, b.test.masks));
+  EXPECT_EQ(a.test.size(), 8);
+  const SimData other = *BuildSimData(c, c.noise[0], 8);
+  EXPECT_FALSE(torch::equal(a.sites[0].clean.images, other.sites[0].clean.images));
+}
+
+TEST(SimData, PartitionsShapeTheSites) {
+  ExperimentConfig c = Tiny("/unused");
+  c.images_per_site = 30;
+  c.partition = PartitionKind::kQuantity;
+  c.alpha = 0.3;
+  c.min_images = 4;
+  const SimData q = *BuildSimData(c, c.noise[0], 1);
+  int64_t total = 0, largest = 0, smallest = 1 << 20;
+  for (const SiteData& s : q.sites) {
+    total += s.clean.size();
+    largest = std::max(largest, s.clean.size());
+    smallest = std::min(smallest, s.clean.size());
+  }
+  EXPECT_EQ(total, 90);
+  EXPECT_GE(smallest, 4);
+  EXPECT_GT(largest, smallest);
+
+  c.partition = PartitionKind::kAppearance;
+  const SimData shifted = *BuildSimData(c, c.noise[0], 1);
+  c.partition = PartitionKind::kIid;
+  const SimData plain = *BuildSimData(c, c.noise[0], 1);
+  EXPECT_TRUE(torch::equal(shifted.sites[0].clean.masks, plain.sites[0].clean.masks));
+  EXPECT_FALSE(torch::allclose(shifted.sites[0].clean.images, plain.sites[0].clean.images))
+      << "same images through another scanner";
+}
+
+TEST(SimData, AnnotatorModeGivesEachSiteItsAnnotatorAndTestsOnGold) {
+  ExperimentConfig c = Tiny("/unused");
+  c.dataset = DatasetKind::kAnnotators;
+  c.root = std::string(SPLITFED_SOURCE_DIR) + "/../shared/data/bubil-fluorescence";
+  c.num_classes = 2;
+  c.annotators = {"expert1", "crowd1", "crowd2"};
+  c.noise = {{"annotators", std::vector<SiteNoise>(3)}};
+  ASSERT_TRUE(ValidateExperiment(c).ok());
+  const SimData d = *BuildSimData(c, c.noise[0], 1);
+  int64_t images = d.test.size();
+  for (const SiteData& s : d.sites) {
+    images += s.clean.size();
+    EXPECT_FALSE(torch::equal(s.clean.masks, s.annotated.masks)) << s.annotator << " vs gold";
+  }
+  EXPECT_EQ(images, 119);
+  EXPECT_EQ(d.sites[1].annotator, "crowd1");
+}
+
+TEST(SimRun, InProcessRunWritesEveryOutputAndStopsCleanly) {
+  const fs::path out = fs::temp_directory_path() / ("splitfed_sim_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  ExperimentConfig c = Tiny(out);
+  c.seeds = {1, 2};
+  std::vector<ProgressEvent> events;
+  std::mutex m;
+  ExperimentRunner runner(c, [&](const ProgressEvent& e) {
+    std::lock_guard<std::mutex> lock(m);
+    events.push_back(e);
+  });
+  auto results = runner.Run();
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 4u);  // (splitfed, oracle) × 2 seeds
+  for (const RunResult& r : *results) {
+    EXPECT_TRUE(r.finished);
+    ASSERT_EQ(r.rounds.size(), 2u);
+    EXPECT_EQ(r.rounds[0].sites.size(), 3u);
+    EXPECT_TRUE(fs::exists(r.model_path)) << r.model_path;
+    EXPECT_GT(r.images_trained, 0);
+  }
+  for (const char* f : {"config.toml", "rounds.csv", "rounds.jsonl", "site_rounds.csv",
+                        "site_rounds.jsonl", "summary.json", "summary.md", "runs.db",
+                        "plots/dice-one-noisy.svg", "plots/weights-splitfed-one-noisy.svg",
+                        "preview/one-noisy/site-3.png"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  EXPECT_EQ(Lines(out / "rounds.csv"), 1 + 4 * 2);
+  EXPECT_EQ(Lines(out / "site_rounds.csv"), 1 + 4 * 2 * 3);
+  const auto summary = nlohmann::json::parse(Read(out / "summary.json"));
+  ASSERT_EQ(summary.size(), 2u);
+  EXPECT_EQ(summary[0]["method"], "splitfed");
+  EXPECT_EQ(summary[0]["seeds"].size(), 2u);
+  EXPECT_TRUE(summary[0]["delta_dice"].is_number());
+  EXPECT_EQ(summary[1]["method"], "oracle");
+  EXPECT_DOUBLE_EQ(summary[1]["delta_dice"].get<double>(), 0.0);
+  // Sites report epochs and the coordinator each closed round.
+  int64_t closed = 0, epochs = 0;
+  for (const ProgressEvent& e : events) closed += e.round_closed, epochs += e.epoch > 0;
+  EXPECT_EQ(closed, 4 * 2);
+  EXPECT_EQ(epochs, 4 * 2 * 3);
+  // The resolved config runs again as written.
+  EXPECT_TRUE(LoadExperiment((out / "config.toml").string()).ok());
+
+  // Stopped during the first run's first epoch: nothing recorded, no hang, no error.
+  const fs::path out2 = out / "stopped";
+  ExperimentConfig c2 = Tiny(out2);
+  ExperimentRunner* self = nullptr;
+  ExperimentRunner stopper(c2, [&](const ProgressEvent& e) {
+    if (e.epoch > 0) self->Stop();
+  });
+  self = &stopper;
+  auto none = stopper.Run();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(fs::exists(out2 / "summary.json"));
+  fs::remove_all(out);
+}
+
+TEST(SimRun, MutualTlsTransportAndSflV2GiveTheSameKindOfResults) {
+  const fs::path out = fs::temp_directory_path() / ("splitfed_sim_tls_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  ExperimentConfig c = Tiny(out);
+  c.transport = "mtls";
+  c.mode = "sflv2";
+  c.methods = {"splitfed"};
+  c.rounds = 1;
+  ExperimentRunner runner(c, nullptr);
+  auto results = runner.Run();
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_TRUE(fs::exists(out / "kit/ca/ca.key"));
+  for (const SiteRoundResult& s : results->at(0).rounds.at(0).sites) {
+    EXPECT_TRUE(s.included);
+    EXPECT_GT(s.bytes_in, 0);
+  }
+  fs::remove_all(out);
+}
+
+TEST(Report, SlugsAndChartsAreSafe) {
+  EXPECT_EQ(RunSlug("splitfed", "40% noisy / <b>"), "splitfed-40-noisy-b");
+  const std::string svg = LineChartSvg("a<b", "round", "Dice", {{"x&y", {{1, 0.5}, {2, 0.7}}}});
+  EXPECT_NE(svg.find("a&lt;b"), std::string::npos);
+  EXPECT_NE(svg.find("x&amp;y"), std::string::npos);
+  EXPECT_NE(svg.find("<polyline"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace splitfed::sim
