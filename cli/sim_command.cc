@@ -2,6 +2,7 @@
 // compared. With no --config it runs the built-in experiment (docs/SIMULATOR.md).
 #include <CLI/CLI.hpp>
 #include <glog/logging.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -115,9 +116,16 @@ void RunSim(const SimFlags& f) {
   const std::filesystem::path out(config.out_dir);
   std::ifstream summary(out / "summary.md");
   if (summary) std::cout << "\n" << summary.rdbuf() << "\n";
-  std::printf("%zu of %zu runs finished. Results: %s (summary.md, summary.json, rounds.csv, "
-              "site_rounds.csv, plots/, preview/, models/)\n",
-              finished.size(), runs, out.string().c_str());
+  double seconds = 0, images = 0;
+  for (const sim::RunResult& r : finished) seconds += r.seconds, images += r.images_trained;
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  std::printf("%zu of %zu runs finished in %s (%.1f training images/s, peak memory %.0f MiB).\n"
+              "Results: %s (summary.md, summary.json, runs.csv, rounds.csv, site_rounds.csv, "
+              "plots/, preview/, models/)\n",
+              finished.size(), runs, Duration(seconds).c_str(),
+              seconds > 0 ? images / seconds : 0.0, usage.ru_maxrss / 1024.0,
+              out.string().c_str());
   if (interrupted) throw std::runtime_error("interrupted");
 }
 

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -98,6 +99,27 @@ struct SiteClient::Impl {
   ActivationShapes shapes;
   SegmentationSet train, validation;
   std::string name;  // for logs
+  std::atomic<bool> joined{false};
+
+  // Sends a heartbeat every options.heartbeat_seconds while joined, until `done` is set.
+  void HeartbeatLoop(std::mutex* mutex, std::condition_variable* wake, const bool* done) {
+    const auto period = std::chrono::milliseconds(
+        static_cast<int64_t>(options.heartbeat_seconds * 1000));
+    std::unique_lock<std::mutex> lock(*mutex);
+    while (!wake->wait_for(lock, period, [&] { return *done; })) {
+      if (!joined) continue;
+      lock.unlock();
+      grpc::ClientContext context;
+      Prepare(&context);
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      v1::HeartbeatReply reply;
+      grpc::Status s = federation->Heartbeat(&context, v1::HeartbeatRequest(), &reply);
+      if (!s.ok())
+        LOG(WARNING) << "event=heartbeat_failed site=" << name << " reason=\""
+                     << s.error_message() << "\"";
+      lock.lock();
+    }
+  }
 
   // Registers `context` as the one Stop() cancels while it lives.
   class Active {
@@ -322,11 +344,33 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
   int64_t failures = 0;
   bool joined = false;
   m.Connect();
+  std::mutex heartbeat_mutex;
+  std::condition_variable heartbeat_wake;
+  bool heartbeat_done = false;
+  std::thread heartbeat;
+  if (m.options.heartbeat_seconds > 0)
+    heartbeat = std::thread([&] { m.HeartbeatLoop(&heartbeat_mutex, &heartbeat_wake, &heartbeat_done); });
+  // However Run() ends, the heartbeat thread ends with it.
+  struct StopHeartbeat {
+    std::mutex& mutex;
+    std::condition_variable& wake;
+    bool& done;
+    std::thread& thread;
+    ~StopHeartbeat() {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        done = true;
+      }
+      wake.notify_all();
+      if (thread.joinable()) thread.join();
+    }
+  } stop_heartbeat{heartbeat_mutex, heartbeat_wake, heartbeat_done, heartbeat};
   while (!m.stopping) {
     absl::Status status;
     if (!joined) {
       status = m.Join();
       joined = status.ok();
+      m.joined = joined;
     }
     if (joined) {
       absl::StatusOr<bool> more = m.TakePartInRound(&summary);
@@ -353,6 +397,7 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     backoff = std::min(backoff * 2, m.options.max_backoff_seconds);
     joined = joined && !absl::IsUnavailable(status);
+    m.joined = joined;
   }
   return absl::CancelledError("stopped");
 }

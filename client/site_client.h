@@ -45,6 +45,9 @@ struct SiteClientOptions {
   double initial_backoff_seconds = 0.5;  // reconnect waits double up to the maximum
   double max_backoff_seconds = 30;
   int64_t max_reconnects = -1;           // -1: keep trying until stopped
+  // Once joined, the site says it is alive this often (so `splitfed status` shows "last
+  // seen" moving during long rounds and waits); 0 turns heartbeats off.
+  double heartbeat_seconds = 15;
   // Called after each local epoch (e.g. the simulator's progress bar); any thread.
   std::function<void(int64_t round, int64_t epoch, double loss)> on_epoch;
 };

@@ -87,8 +87,9 @@ struct ExperimentConfig {
 // The methods this build can run: "splitfed" (FedAvg) and "oracle" (the same on clean labels).
 const std::vector<std::string>& KnownMethods();
 
-// The built-in experiment: phantoms, 4 sites of which 2 have difficulty-guided boundary
-// noise on 80 % of their masks, FedAvg SplitFed against the clean oracle.
+// The built-in experiment (about 5 minutes on 2 cores): phantoms at 64², 4 sites of 48
+// images, 2 of which have 80 % of their masks dilated; 20 rounds × 2 local epochs; FedAvg
+// SplitFed against the clean oracle, seed 1.
 ExperimentConfig DefaultExperiment();
 
 // Reads an experiment file. Unknown keys and bad values are errors that name the key;

@@ -217,7 +217,17 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
         sites_jsonl += site.dump() + "\n";
       }
     }
+  std::string runs_csv =
+      "method,noise,seed,rounds,seconds,images_trained,images_per_second,test_dice,test_iou,"
+      "test_hd95,model\n";
+  for (const RunResult& r : runs)
+    absl::StrAppendFormat(&runs_csv, "%s,%s,%d,%d,%.3f,%d,%.2f,%.6f,%.6f,%.4f,%s\n",
+                          Csv(r.method), Csv(r.noise), r.seed, r.rounds.size(), r.seconds,
+                          r.images_trained, r.seconds > 0 ? r.images_trained / r.seconds : 0.0,
+                          r.final_test.dice, r.final_test.iou, r.final_test.hd95,
+                          Csv(r.model_path));
   for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"runs.csv", runs_csv},
            {"rounds.csv", rounds_csv},
            {"rounds.jsonl", rounds_jsonl},
            {"site_rounds.csv", sites_csv},

@@ -26,7 +26,7 @@ struct SummaryRow {
 };
 std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs);
 
-// (Re)writes rounds.csv, rounds.jsonl, site_rounds.csv, site_rounds.jsonl, summary.json,
+// (Re)writes runs.csv (time, images/s, final scores per run), rounds.csv, rounds.jsonl, site_rounds.csv, site_rounds.jsonl, summary.json,
 // summary.md and plots/*.svg from every finished run.
 absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunResult>& runs);
 

@@ -308,6 +308,31 @@ TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
   EXPECT_GT(std::max(diff_ab, diff_ba), 1e-4) << "the two orders must be distinguishable";
 }
 
+// A site waiting for a round that cannot open yet (min_sites = 2, one site) keeps saying it is
+// alive: its "last seen" in the store moves on while it waits.
+TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
+  StartCoordinator(SmallRun({"a", "b"}, 1));
+  SiteClientOptions o = SiteOptions("a", Phantoms(41, 12));
+  o.heartbeat_seconds = 0.2;
+  SiteClient client(o);
+  auto site = std::async(std::launch::async, [&] { return client.Run(); });
+  auto last_seen = [&]() -> std::string {
+    auto sites = store_->Sites(coordinator_->run_id());
+    if (!sites.ok() || sites->empty()) return "";
+    return sites->front().last_seen;
+  };
+  std::string first;
+  for (int i = 0; i < 100 && first.empty(); ++i) {
+    std::this_thread::sleep_for(50ms);
+    first = last_seen();
+  }
+  ASSERT_FALSE(first.empty()) << "site a never joined";
+  std::this_thread::sleep_for(1s);
+  EXPECT_GT(last_seen(), first);
+  client.Stop();
+  ASSERT_EQ(site.wait_for(10s), std::future_status::ready);
+}
+
 TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   StartCoordinator(SmallRun({"a", "b"}, 1));
   const std::string address = "127.0.0.1:" + std::to_string(server_->port());

@@ -51,6 +51,7 @@ ExperimentConfig Tiny(const fs::path& out) {
   c.images_per_site = 12;
   c.test_images = 8;
   c.rounds = 2;
+  c.local_epochs = 1;
   c.learning_rate = 3e-3;
   c.threads = 1;
   SiteNoise noisy{{NoiseModel::kDilation}, 0.5, 1.0, NoiseBias::kMixed};
@@ -210,11 +211,12 @@ TEST(SimRun, InProcessRunWritesEveryOutputAndStopsCleanly) {
     EXPECT_TRUE(fs::exists(r.model_path)) << r.model_path;
     EXPECT_GT(r.images_trained, 0);
   }
-  for (const char* f : {"config.toml", "rounds.csv", "rounds.jsonl", "site_rounds.csv",
+  for (const char* f : {"config.toml", "runs.csv", "rounds.csv", "rounds.jsonl", "site_rounds.csv",
                         "site_rounds.jsonl", "summary.json", "summary.md", "runs.db",
                         "plots/dice-one-noisy.svg", "plots/weights-splitfed-one-noisy.svg",
                         "preview/one-noisy/site-3.png"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
+  EXPECT_EQ(Lines(out / "runs.csv"), 1 + 4);
   EXPECT_EQ(Lines(out / "rounds.csv"), 1 + 4 * 2);
   EXPECT_EQ(Lines(out / "site_rounds.csv"), 1 + 4 * 2 * 3);
   const auto summary = nlohmann::json::parse(Read(out / "summary.json"));

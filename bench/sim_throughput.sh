@@ -1,0 +1,85 @@
+#!/bin/sh
+# The simulator's speed and memory (docs/PERFORMANCE.md, "Simulator"):
+#  1. `splitfed sim` against a single-process PyTorch SplitFed loop of the same model and
+#     settings (3 sites, f = 16, 64×64, batch 8, same rounds, same thread budget);
+#  2. images/s and peak memory with 4, 16 and 64 simulated sites.
+# Needs Debian's python3-torch for part 1 (apt-get install python3-torch); part 2 runs without.
+#   bench/sim_throughput.sh build/splitfed bench/results/sim_throughput.json [THREADS]
+set -eu
+splitfed=$(realpath "$1")
+out=$2
+threads=${3:-2}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+here=$(dirname "$(realpath "$0")")
+
+# Writes an experiment: $1 sites, $2 images per site, $3 rounds.
+experiment() {
+  cat > "$work/sim-$1.toml" <<EOF
+name = "bench $1 sites"
+out = "$work/out-$1"
+[data]
+image_size = 64
+num_classes = 4
+images_per_site = $2
+test_images = 48
+[federation]
+sites = $1
+rounds = $3
+local_epochs = 1
+batch_size = 8
+learning_rate = 0.002
+base_width = 16
+depth = 4
+threads = $threads
+[experiment]
+methods = ["splitfed"]
+seeds = [1]
+[[noise]]
+name = "clean"
+noisy_sites = 0.0
+EOF
+}
+
+# Runs one experiment; prints "images_per_second peak_rss_mib".
+measure() {
+  "$splitfed" sim --config "$work/sim-$1.toml" --quiet > "$work/log-$1" 2>&1
+  ips=$(tail -n +2 "$work/out-$1/runs.csv" | cut -d, -f7)
+  rss=$(sed -n 's/.*peak memory \([0-9]*\) MiB.*/\1/p' "$work/log-$1")
+  echo "$ips $rss"
+}
+
+rounds=5
+experiment 3 48 $rounds
+set -- $(measure 3)
+sim3_ips=$1
+sim3_rss=$2
+python_json=null
+ratio=null
+if python3 -c "import torch" 2>/dev/null; then
+  python_json=$(python3 "$here/pytorch_splitfed.py" --sites 3 --images-per-site 48 \
+    --rounds $rounds --threads "$threads")
+  py_ips=$(echo "$python_json" | python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_second'])")
+  ratio=$(python3 -c "print(round($sim3_ips / $py_ips, 3))")
+else
+  echo "python3-torch is not installed: skipping the PyTorch comparison" >&2
+fi
+
+scaling=""
+for sites in 4 16 64; do
+  experiment $sites 16 2
+  set -- $(measure $sites)
+  scaling="$scaling{\"sites\": $sites, \"images_per_site\": 16, \"rounds\": 2, \"images_per_second\": $1, \"peak_rss_mib\": $2},"
+done
+
+cat > "$out" <<EOF
+{
+  "machine": "$(nproc) cpus, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)",
+  "threads": $threads,
+  "simulator_3_sites": {"images_per_second": $sim3_ips, "peak_rss_mib": $sim3_rss, "rounds": $rounds},
+  "pytorch_3_sites": $python_json,
+  "simulator_over_pytorch": $ratio,
+  "scaling": [${scaling%,}]
+}
+EOF
+cat "$out"
