@@ -141,7 +141,7 @@ void AddSimCommand(CLI::App& app) {
   c->add_option("--rounds", f->rounds, "Rounds per run (overrides the file)")
       ->check(CLI::Range(1, 100000));
   c->add_option("--seeds", f->seeds, "Comma-separated seeds (override the file)");
-  c->add_option("--threads", f->threads, "Torch threads (0: the file's, or one per core)")
+  c->add_option("--threads", f->threads, "Torch intra-op threads (0: the file's, or cores / sites)")
       ->check(CLI::Range(0, 1024));
   c->add_flag("--quiet", f->quiet, "No progress line");
   c->add_flag("--verbose", f->verbose, "Also print the sites' and coordinator's logs");

@@ -74,7 +74,7 @@ struct ExperimentConfig {
   int64_t base_width = 16;
   int64_t depth = 4;
   std::string split = "deep";
-  int threads = 0;  // torch threads; 0: one per core
+  int threads = 0;  // torch intra-op threads; 0: cores ÷ sites, at least 1
 
   // [experiment]
   std::vector<std::string> methods = {"splitfed", "oracle"};

@@ -83,7 +83,12 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
     if (!data.ok()) return data.status();
     if (auto s = WriteNoisePreviews(c, n, *data); !s.ok()) return s;
   }
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  // The sites already train in parallel, one thread each: intra-op threads on top of that
+  // only fight over the cores (measured in docs/PERFORMANCE.md), so by default each op gets
+  // the cores divided by the sites, at least one.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(c.threads > 0 ? c.threads
+                                       : std::max<int>(1, cores / static_cast<int>(c.sites)));
 
   const std::vector<PlannedRun> plan = PlanRuns(c);
   std::vector<RunResult> finished;
@@ -149,20 +154,30 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
   base.run_index = index;
   base.run_count = count;
   base.rounds = c.rounds;
+  // Scoring the test set takes as long as a good part of a round; it runs on its own thread,
+  // on a copy of the global model, while the next round trains. Rounds are scored in order.
   std::mutex results_mutex;
+  std::future<void> scoring = std::async(std::launch::deferred, [] {});
   coord.SetRoundObserver([&](int64_t round, SplitModel& global) {
-    RoundResult r;
-    r.round = round;
-    r.test = ToScores(EvaluateSplitModel(global, data->test));
-    {
-      std::lock_guard<std::mutex> lock(results_mutex);
-      result.rounds.push_back(r);
-    }
-    ProgressEvent e = base;
-    e.round = round;
-    e.round_closed = true;
-    e.test_dice = r.test.dice;
-    if (progress_) progress_(e);
+    auto copy = std::make_shared<SplitModel>(MakeSplitModel(o.model, o.split));
+    CopyStateByName(*global.front, *copy->front);
+    CopyStateByName(*global.body, *copy->body);
+    CopyStateByName(*global.back, *copy->back);
+    scoring = std::async(std::launch::async, [&, round, copy, previous = std::move(scoring)]() mutable {
+      previous.wait();
+      RoundResult r;
+      r.round = round;
+      r.test = ToScores(EvaluateSplitModel(*copy, data->test));
+      {
+        std::lock_guard<std::mutex> lock(results_mutex);
+        result.rounds.push_back(r);
+      }
+      ProgressEvent e = base;
+      e.round = round;
+      e.round_closed = true;
+      e.test_dice = r.test.dice;
+      if (progress_) progress_(e);
+    });
   });
 
   // The transport: gRPC's in-process channel, or mutual TLS on a loopback port with a kit
@@ -240,6 +255,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
     }
   }
   absl::Status run_status = run.get();
+  scoring.wait();
   absl::Status site_status;
   for (auto& f : site_runs) {
     absl::StatusOr<SiteRunSummary> s = f.get();

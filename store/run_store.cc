@@ -9,6 +9,7 @@ namespace {
 
 constexpr const char* kSchema = R"sql(
 PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;  -- with WAL: consistent after a crash, no fsync per commit
 PRAGMA foreign_keys = ON;
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
