@@ -4,7 +4,7 @@
 #     settings (3 sites, f = 16, 64×64, batch 8, same rounds, same thread budget);
 #  2. images/s and peak memory with 4, 16 and 64 simulated sites.
 # Needs Debian's python3-torch for part 1 (apt-get install python3-torch); part 2 runs without.
-#   bench/sim_throughput.sh build/splitfed bench/results/sim_throughput.json [CORES]
+#   bench/sim_throughput.sh build/splitfed bench/results/sim_throughput.json [CORES] [REPEATS]
 # Both sides are pinned to the same CORES cores (taskset). The simulator uses its default
 # thread split (cores ÷ sites intra-op threads per op); PyTorch is run with 1 and with CORES
 # intra-op threads and the faster of the two is the reference.
@@ -53,42 +53,52 @@ measure() {
   echo "$ips $rss"
 }
 
-rounds=5
+# The comparison, repeated and interleaved (this shared machine drifts by tens of percent):
+# each repeat runs the simulator, then PyTorch with 1 and with CORES threads; the ratio of a
+# repeat is the simulator over the faster PyTorch, and the median ratio is reported.
+rounds=10
+repeats=${4:-3}
 experiment 3 48 $rounds
-set -- $(measure 3)
-sim3_ips=$1
-sim3_rss=$2
-python_json=null
-ratio=null
-if "$py" -c "import torch" 2>/dev/null; then
+sim_runs=""
+python_json=""
+ratios=""
+have_torch=0
+"$py" -c "import torch" 2>/dev/null && have_torch=1 ||
+  echo "python3-torch is not installed: skipping the PyTorch comparison" >&2
+for r in $(seq "$repeats"); do
+  set -- $(measure 3)
+  sim_runs="$sim_runs{\"images_per_second\": $1, \"peak_rss_mib\": $2},"
+  sim_ips=$1
+  [ $have_torch -eq 1 ] || continue
   best=0
   for t in 1 "$cores"; do
     run=$($pin "$py" "$here/pytorch_splitfed.py" --sites 3 --images-per-site 48 \
       --rounds $rounds --threads "$t")
     ips=$(echo "$run" | "$py" -c "import json,sys; print(json.load(sys.stdin)['images_per_second'])")
-    python_json="${python_json#null}${python_json:+,}$run"
+    python_json="$python_json$run,"
     best=$("$py" -c "print(max($best, $ips))")
   done
-  python_json="[${python_json#,}]"
-  ratio=$("$py" -c "print(round($sim3_ips / $best, 3))")
-else
-  echo "python3-torch is not installed: skipping the PyTorch comparison" >&2
-fi
+  ratios="$ratios$("$py" -c "print(round($sim_ips / $best, 3))"),"
+done
+median=null
+[ -n "$ratios" ] && median=$("$py" -c "import statistics; print(statistics.median([${ratios%,}]))")
 
 scaling=""
 for sites in 4 16 64; do
-  experiment $sites 16 2
+  experiment $sites 24 3
   set -- $(measure $sites)
-  scaling="$scaling{\"sites\": $sites, \"images_per_site\": 16, \"rounds\": 2, \"images_per_second\": $1, \"peak_rss_mib\": $2},"
+  scaling="$scaling{\"sites\": $sites, \"images_per_site\": 24, \"rounds\": 3, \"images_per_second\": $1, \"peak_rss_mib\": $2},"
 done
 
 cat > "$out" <<EOF
 {
   "machine": "$(nproc) cpus, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)",
   "cores": $cores,
-  "simulator_3_sites": {"images_per_second": $sim3_ips, "peak_rss_mib": $sim3_rss, "rounds": $rounds},
-  "pytorch_3_sites": $python_json,
-  "simulator_over_pytorch": $ratio,
+  "comparison": {"sites": 3, "images_per_site": 48, "rounds": $rounds, "repeats": $repeats},
+  "simulator_3_sites": [${sim_runs%,}],
+  "pytorch_3_sites": [${python_json%,}],
+  "simulator_over_pytorch_per_repeat": [${ratios%,}],
+  "simulator_over_pytorch_median": $median,
   "scaling": [${scaling%,}]
 }
 EOF

@@ -86,6 +86,7 @@ void RunSim(const SimFlags& f) {
   sim::ExperimentConfig config =
       f.config.empty() ? sim::DefaultExperiment() : Unwrap(sim::LoadExperiment(f.config));
   if (!f.out.empty()) config.out_dir = f.out;
+  config.out_dir = std::filesystem::absolute(config.out_dir).lexically_normal().string();
   if (f.rounds > 0) config.rounds = f.rounds;
   if (f.threads > 0) config.threads = f.threads;
   if (!f.seeds.empty()) {

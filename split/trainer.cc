@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <numeric>
+#include <random>
 
 #include "split/evaluate.h"
 
@@ -52,8 +55,13 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
   const auto start = std::chrono::steady_clock::now();
   front_->train();
   back_->train();
-  torch::manual_seed(shuffle_seed);
-  const torch::Tensor order = torch::randperm(set.size(), torch::kLong);
+  // The batch order comes from its own generator: torch's global one is shared by every
+  // thread (sites and coordinator in one process), so seeding it here would race.
+  std::vector<int64_t> shuffled(set.size());
+  std::iota(shuffled.begin(), shuffled.end(), 0);
+  std::mt19937_64 rng(shuffle_seed);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  const torch::Tensor order = torch::tensor(shuffled, torch::kLong);
   EpochStats stats;
   double loss_sum = 0.0;
   for (int64_t begin = 0; begin < set.size(); begin += options_.batch_size) {

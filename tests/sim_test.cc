@@ -269,6 +269,29 @@ TEST(SimRun, MutualTlsTransportAndSflV2GiveTheSameKindOfResults) {
   fs::remove_all(out);
 }
 
+// Sites and the coordinator share one process and torch's global generator; the same seed
+// must still give the same run, to the last digit.
+TEST(SimRun, TheSameSeedGivesTheSameRun) {
+  std::vector<std::vector<RoundResult>> twice;
+  for (int i = 0; i < 2; ++i) {
+    const fs::path out = fs::temp_directory_path() /
+                         ("splitfed_sim_repro_" + std::to_string(::getpid()) + "_" + std::to_string(i));
+    ExperimentConfig c = Tiny(out);
+    c.methods = {"splitfed"};
+    ExperimentRunner runner(c, nullptr);
+    auto results = runner.Run();
+    ASSERT_TRUE(results.ok()) << results.status();
+    twice.push_back(results->at(0).rounds);
+    fs::remove_all(out);
+  }
+  ASSERT_EQ(twice[0].size(), twice[1].size());
+  for (size_t r = 0; r < twice[0].size(); ++r) {
+    EXPECT_EQ(twice[0][r].test.dice, twice[1][r].test.dice) << "round " << r + 1;
+    for (size_t k = 0; k < twice[0][r].sites.size(); ++k)
+      EXPECT_EQ(twice[0][r].sites[k].train_loss, twice[1][r].sites[k].train_loss);
+  }
+}
+
 TEST(Report, SlugsAndChartsAreSafe) {
   EXPECT_EQ(RunSlug("splitfed", "40% noisy / <b>"), "splitfed-40-noisy-b");
   const std::string svg = LineChartSvg("a<b", "round", "Dice", {{"x&y", {{1, 0.5}, {2, 0.7}}}});
