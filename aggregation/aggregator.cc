@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace splitfed {
@@ -69,10 +71,83 @@ absl::StatusOr<std::vector<double>> FedAvg::Weights(const std::vector<SiteUpdate
   return weights;
 }
 
+absl::StatusOr<std::vector<double>> QualityWeighted::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  std::vector<double> raw;
+  double total = 0;
+  for (const SiteUpdate& u : updates) {
+    if (!(u.validation_loss >= 0) || !std::isfinite(u.validation_loss))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "site ", u.site, ": validation loss ", u.validation_loss, " cannot weigh a site"));
+    // A loss of exactly 0 would give an infinite weight: floor it.
+    const double quality = 1.0 / std::max(u.validation_loss, 1e-6);
+    raw.push_back(static_cast<double>(u.num_images) * std::pow(quality, gamma_));
+    total += raw.back();
+  }
+  if (!(total > 0)) return absl::InvalidArgumentError("quality weights: total is zero");
+  for (double& w : raw) w /= total;
+  return raw;
+}
+
+namespace {
+
+std::vector<double> Uniform(size_t k) { return std::vector<double>(k, 1.0 / k); }
+
+// Applies `combine` to the stacked (K × …) float64 values of each float entry; integer
+// buffers take the largest value, as in WeightedAverage.
+template <typename Combine>
+absl::StatusOr<NamedTensors> PerCoordinate(const std::vector<SiteUpdate>& updates,
+                                           Combine&& combine) {
+  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  NamedTensors out;
+  for (const auto& [name, ref] : updates.front().state) {
+    std::vector<torch::Tensor> values;
+    for (const SiteUpdate& u : updates) values.push_back(u.state.at(name));
+    if (!ref.is_floating_point()) {
+      out[name] = torch::stack(values).amax(0);
+      continue;
+    }
+    const torch::Tensor sorted = std::get<0>(torch::stack(values).to(torch::kDouble).sort(0));
+    out[name] = combine(sorted).to(ref.scalar_type());
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> CoordinateMedian::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  return Uniform(updates.size());
+}
+
+absl::StatusOr<NamedTensors> CoordinateMedian::Aggregate(
+    const std::vector<SiteUpdate>& updates) const {
+  return PerCoordinate(updates, [](const torch::Tensor& sorted) {
+    const int64_t k = sorted.size(0);
+    return k % 2 == 1 ? sorted[k / 2] : (sorted[k / 2 - 1] + sorted[k / 2]) / 2;
+  });
+}
+
+absl::StatusOr<std::vector<double>> TrimmedMean::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  return Uniform(updates.size());
+}
+
+absl::StatusOr<NamedTensors> TrimmedMean::Aggregate(const std::vector<SiteUpdate>& updates) const {
+  const int64_t k = static_cast<int64_t>(updates.size());
+  const int64_t trim = static_cast<int64_t>(std::floor(trim_fraction_ * k));
+  return PerCoordinate(updates, [k, trim](const torch::Tensor& sorted) {
+    return sorted.narrow(0, trim, k - 2 * trim).mean(0);
+  });
+}
+
 absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name) {
   if (name == "fedavg") return std::unique_ptr<Aggregator>(new FedAvg());
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown aggregation '", name, "' (available: fedavg)"));
+  if (name == "quality") return std::unique_ptr<Aggregator>(new QualityWeighted());
+  if (name == "median") return std::unique_ptr<Aggregator>(new CoordinateMedian());
+  if (name == "trimmed-mean") return std::unique_ptr<Aggregator>(new TrimmedMean());
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown aggregation '", name, "' (available: fedavg, quality, median, trimmed-mean)"));
 }
 
 }  // namespace splitfed

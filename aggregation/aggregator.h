@@ -50,7 +50,45 @@ class FedAvg : public Aggregator {
       const std::vector<SiteUpdate>& updates) const override;
 };
 
-// Looks an aggregation rule up by name ("fedavg").
+// QA-SplitFed's quality weighting [ours: the rule is not published]: a site's quality is
+// the inverse of its validation loss, Q_k = 1 / L_k, and a_k ∝ n_k · Q_k^γ (γ = 2).
+class QualityWeighted : public Aggregator {
+ public:
+  explicit QualityWeighted(double gamma = 2.0) : gamma_(gamma) {}
+  std::string name() const override { return "quality"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+
+ private:
+  double gamma_;
+};
+
+// Coordinate-wise median of the sites' tensors (the mean of the two middle values when the
+// number of sites is even), unweighted. Weights() reports 1/K for each site.
+class CoordinateMedian : public Aggregator {
+ public:
+  std::string name() const override { return "median"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+  absl::StatusOr<NamedTensors> Aggregate(const std::vector<SiteUpdate>& updates) const override;
+};
+
+// Coordinate-wise trimmed mean: per coordinate, the floor(β·K) largest and the floor(β·K)
+// smallest values are dropped and the rest averaged, unweighted (β = 0.2). Weights()
+// reports 1/K for each site.
+class TrimmedMean : public Aggregator {
+ public:
+  explicit TrimmedMean(double trim_fraction = 0.2) : trim_fraction_(trim_fraction) {}
+  std::string name() const override { return "trimmed-mean"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+  absl::StatusOr<NamedTensors> Aggregate(const std::vector<SiteUpdate>& updates) const override;
+
+ private:
+  double trim_fraction_;
+};
+
+// Looks an aggregation rule up by name: "fedavg", "quality", "median", "trimmed-mean".
 absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name);
 
 }  // namespace splitfed

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -71,6 +72,22 @@ absl::StatusOr<SplitMode> ParseSplitMode(const std::string& text) {
 }
 
 const char* SplitModeName(SplitMode mode) { return mode == SplitMode::kV2 ? "sflv2" : "sflv1"; }
+
+absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission) {
+  // The scalars weigh the site in some aggregation rules: nonsense is refused here, not there.
+  auto in_range = [](double v, double lo, double hi) {
+    return std::isfinite(v) && v >= lo && v <= hi;
+  };
+  if (!in_range(submission.train_loss, 0, 1e12) || !in_range(submission.validation_loss, 0, 1e12))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "site '", site, "' reports losses ", submission.train_loss, " (training) and ",
+        submission.validation_loss, " (validation); losses must be finite and >= 0"));
+  if (!in_range(submission.validation_dice, 0, 1) || !in_range(submission.reliability, 0, 1))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "site '", site, "' reports validation Dice ", submission.validation_dice,
+        " and reliability ", submission.reliability, "; both must lie in [0, 1]"));
+  return absl::OkStatus();
+}
 
 absl::Status RunOptions::Validate() const {
   auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
@@ -235,6 +252,7 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
   if (submission.num_images < 1)
     return absl::InvalidArgumentError(
         absl::StrCat("site '", site, "' reports ", submission.num_images, " images"));
+  if (auto s = CheckSubmissionScalars(site, submission); !s.ok()) return s;
   // The update must fit the global parts exactly and hold finite values.
   SiteUpdate candidate{site, submission.num_images, 1.0, 0.0, submission.client_state};
   if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return s;
@@ -458,17 +476,19 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     absl::StatusOr<std::vector<double>> w = aggregator_->Weights(client_updates);
     if (!w.ok()) return w.status();
     weights = *w;
-    const NamedTensors client = WeightedAverage(client_updates, weights);
-    // SFLV2's one body already holds every site's steps; only SFLV1's copies are averaged.
-    const NamedTensors body = options_.mode == SplitMode::kV2
-                                  ? body_updates.front().state
-                                  : WeightedAverage(body_updates, weights);
+    absl::StatusOr<NamedTensors> client = aggregator_->Aggregate(client_updates);
+    if (!client.ok()) return client.status();
+    // SFLV2's one body already holds every site's steps; only SFLV1's copies are combined.
+    absl::StatusOr<NamedTensors> body = options_.mode == SplitMode::kV2
+                                            ? body_updates.front().state
+                                            : aggregator_->Aggregate(body_updates);
+    if (!body.ok()) return body.status();
     NamedTensors front, back;
-    SplitClientState(client, &front, &back);
+    SplitClientState(*client, &front, &back);
     std::lock_guard<std::mutex> relock(mutex_);
     if (auto s = LoadState(*global_.front, front); !s.ok()) return s;
     if (auto s = LoadState(*global_.back, back); !s.ok()) return s;
-    if (auto s = LoadState(*global_.body, body); !s.ok()) return s;
+    if (auto s = LoadState(*global_.body, *body); !s.ok()) return s;
   }
   if (enough && observer_) observer_(round, global_);
   if (enough && !options_.checkpoint_dir.empty() && options_.checkpoint_every_round) {

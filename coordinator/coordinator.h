@@ -74,6 +74,9 @@ struct SiteSubmission {
   int64_t bytes_in = 0;
 };
 
+// Losses finite and >= 0, validation Dice and reliability in [0, 1]; the error names the site.
+absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission);
+
 class Coordinator {
  public:
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const RunOptions& options,

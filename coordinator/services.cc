@@ -140,6 +140,11 @@ struct CoordinatorServer::Services {
       submission.validation_loss = sc.validation_loss();
       submission.validation_dice = sc.validation_dice();
       submission.reliability = sc.reliability();
+      if (auto st = CheckSubmissionScalars(*site, submission); !st.ok()) {
+        LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
+                     << "\"";
+        return ToGrpc(st);
+      }
       int64_t bytes = chunk.ByteSizeLong();
       while (reader->Read(&chunk)) {
         bytes += chunk.ByteSizeLong();

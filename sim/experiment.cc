@@ -242,8 +242,16 @@ std::vector<std::string> ExperimentConfig::SiteNames() const {
 }
 
 const std::vector<std::string>& KnownMethods() {
-  static const std::vector<std::string> methods = {"splitfed", "oracle"};
+  static const std::vector<std::string> methods = {"splitfed", "oracle", "qa-splitfed",
+                                                   "median", "trimmed-mean"};
   return methods;
+}
+
+std::string AggregationOf(const std::string& method) {
+  if (method == "qa-splitfed") return "quality";
+  if (method == "median") return "median";
+  if (method == "trimmed-mean") return "trimmed-mean";
+  return "fedavg";  // splitfed and the oracle
 }
 
 ExperimentConfig DefaultExperiment() {

@@ -84,8 +84,12 @@ struct ExperimentConfig {
   std::vector<std::string> SiteNames() const;  // site-1, site-2, ...
 };
 
-// The methods this build can run: "splitfed" (FedAvg) and "oracle" (the same on clean labels).
+// The methods this build can run, all on the same split pipeline and plain loss:
+// "splitfed" (FedAvg), "oracle" (FedAvg on clean labels), "qa-splitfed" (quality-weighted by
+// validation loss), "median" and "trimmed-mean" (coordinate-wise robust aggregation).
 const std::vector<std::string>& KnownMethods();
+// The coordinator's aggregation rule for a method (aggregation/aggregator.h).
+std::string AggregationOf(const std::string& method);
 
 // The built-in experiment (about 5 minutes on 2 cores): phantoms at 64², 4 sites of 48
 // images, 2 of which have 80 % of their masks dilated; 20 rounds × 2 local epochs; FedAvg

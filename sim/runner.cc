@@ -131,7 +131,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
   o.split = *split;
   o.image_size = c.image_size;
   o.seed = plan.seed;
-  o.aggregation = "fedavg";
+  o.aggregation = AggregationOf(plan.method);
   absl::StatusOr<SplitMode> mode = ParseSplitMode(c.mode);
   if (!mode.ok()) return mode.status();
   o.mode = *mode;

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "aggregation/aggregator.h"
 #include "split/model_state.h"
 #include "split/unet.h"
@@ -97,6 +99,76 @@ TEST(ModelState, ExtractLoadRoundTripAndMismatchesAreRefused) {
   bad = state;
   bad["extra"] = torch::zeros({1});
   EXPECT_NE(LoadState(*b, bad).message().find("unknown entry 'extra'"), std::string::npos);
+}
+
+// Per-coordinate values: site k's tensor is {v_k0, v_k1, v_k2}.
+SiteUpdate Values(const std::string& site, int64_t n, std::vector<float> v, double val_loss = 1) {
+  SiteUpdate u;
+  u.site = site;
+  u.num_images = n;
+  u.validation_loss = val_loss;
+  u.state["w"] = torch::tensor(v);
+  u.state["bn.num_batches_tracked"] = torch::tensor(n);
+  return u;
+}
+
+TEST(CoordinateMedian, TakesTheMiddleValueOrTheMeanOfTheTwoMiddleOnes) {
+  CoordinateMedian rule;
+  // Odd K: per coordinate the middle of {1, 5, 3}, {10, -2, 4}, {0, 0, 100}.
+  NamedTensors odd = *rule.Aggregate({Values("a", 1, {1, 10, 0}), Values("b", 1, {5, -2, 0}),
+                                      Values("c", 1, {3, 4, 100})});
+  EXPECT_TRUE(torch::equal(odd.at("w"), torch::tensor({3.0f, 4.0f, 0.0f})));
+  // Even K: the mean of the two middle values; image counts do not matter.
+  NamedTensors even = *rule.Aggregate({Values("a", 1, {1, 0, 0}), Values("b", 100, {2, 0, 0}),
+                                       Values("c", 1, {10, 0, 0}), Values("d", 1, {20, 0, 0})});
+  EXPECT_FLOAT_EQ(even.at("w")[0].item<float>(), 6.0f);
+  EXPECT_EQ(even.at("bn.num_batches_tracked").item<int64_t>(), 100) << "counters: the largest";
+  EXPECT_EQ(*rule.Weights({Values("a", 1, {0}), Values("b", 9, {0})}),
+            (std::vector<double>{0.5, 0.5}));
+}
+
+TEST(CoordinateMedian, OneOutlierSiteDoesNotMoveIt) {
+  CoordinateMedian median;
+  FedAvg mean;
+  const std::vector<SiteUpdate> updates = {Values("a", 10, {1, 1, 1}), Values("b", 10, {1.2f, 1, 1}),
+                                           Values("c", 10, {1e6f, -1e6f, 1e6f})};
+  EXPECT_FLOAT_EQ((*median.Aggregate(updates)).at("w")[0].item<float>(), 1.2f);
+  EXPECT_GT((*mean.Aggregate(updates)).at("w")[0].item<float>(), 1e5f);
+}
+
+TEST(TrimmedMean, DropsTheExtremesOfEachCoordinate) {
+  TrimmedMean rule(0.25);  // K = 4: drop one value at each end
+  NamedTensors out = *rule.Aggregate({Values("a", 1, {1, -5, 7}), Values("b", 1, {2, 0, 7}),
+                                      Values("c", 1, {3, 0, 7}), Values("d", 50, {100, 9, 7})});
+  EXPECT_TRUE(torch::allclose(out.at("w"), torch::tensor({2.5f, 0.0f, 7.0f})));
+  // Fewer sites than it takes to trim one: a plain, unweighted mean.
+  NamedTensors small = *TrimmedMean(0.2).Aggregate({Values("a", 1, {1, 0, 0}), Values("b", 3, {4, 0, 0})});
+  EXPECT_FLOAT_EQ(small.at("w")[0].item<float>(), 2.5f);
+}
+
+TEST(QualityWeighted, WeightsByImagesTimesInverseValidationLossSquared) {
+  QualityWeighted rule;  // γ = 2
+  // n = 10, L = 1 → 10; n = 10, L = 2 → 2.5; n = 20, L = 2 → 5. Total 17.5.
+  const auto w = *rule.Weights({Values("a", 10, {0}, 1.0), Values("b", 10, {0}, 2.0),
+                                Values("c", 20, {0}, 2.0)});
+  EXPECT_DOUBLE_EQ(w[0], 10 / 17.5);
+  EXPECT_DOUBLE_EQ(w[1], 2.5 / 17.5);
+  EXPECT_DOUBLE_EQ(w[2], 5 / 17.5);
+  EXPECT_FALSE(rule.Weights({Values("a", 10, {0}, -1.0)}).ok());
+  EXPECT_FALSE(rule.Weights({Values("a", 10, {0}, std::nan(""))}).ok());
+  const auto zero = *rule.Weights({Values("a", 10, {0}, 0.0), Values("b", 10, {0}, 1.0)});
+  EXPECT_GT(zero[0], 0.999) << "a zero loss is floored, not infinite";
+}
+
+TEST(MakeAggregator, KnowsEveryRuleAndNamesThemWhenAsked) {
+  for (const char* name : {"fedavg", "quality", "median", "trimmed-mean"}) {
+    auto rule = MakeAggregator(name);
+    ASSERT_TRUE(rule.ok()) << name;
+    EXPECT_EQ((*rule)->name(), name);
+  }
+  auto unknown = MakeAggregator("krum");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("trimmed-mean"), std::string::npos);
 }
 
 }  // namespace

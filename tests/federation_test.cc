@@ -437,7 +437,8 @@ class RawSite {
     stream->Finish();
     return answered;
   }
-  grpc::Status SubmitWithNaN(int64_t round) {
+  // NaN weights, or (with a negative validation loss) finite weights and a bad scalar.
+  grpc::Status SubmitWithNaN(int64_t round, double validation_loss = 0) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     v1::SubmitReply reply;
@@ -445,10 +446,11 @@ class RawSite {
     v1::UpdateChunk chunk;
     chunk.mutable_scalars()->set_round(round);
     chunk.mutable_scalars()->set_num_images(10);
+    chunk.mutable_scalars()->set_validation_loss(validation_loss);
     writer->Write(chunk);
     chunk.Clear();
     torch::Tensor bad = torch::zeros({8});
-    bad[3] = std::numeric_limits<float>::quiet_NaN();
+    if (validation_loss >= 0) bad[3] = std::numeric_limits<float>::quiet_NaN();
     EXPECT_TRUE(EncodeStateEntry("front.enc0_conv1.bn.weight", bad, chunk.mutable_state()).ok());
     writer->Write(chunk);
     writer->WritesDone();
@@ -557,6 +559,11 @@ TEST_F(RawSiteFederation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
   EXPECT_EQ(weights.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(weights.error_message().find("holds NaN"), std::string::npos)
       << weights.error_message();
+  // A negative validation loss (it would weigh the site in quality-weighted aggregation).
+  const grpc::Status scalars = c.SubmitWithNaN(1, -3.0);
+  EXPECT_EQ(scalars.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(scalars.error_message().find("losses must be finite and >= 0"), std::string::npos)
+      << scalars.error_message();
 
   ExpectRunFinishes(120s);
   ExpectRealSitesFinished();

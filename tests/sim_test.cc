@@ -249,13 +249,13 @@ TEST(SimRun, InProcessRunWritesEveryOutputAndStopsCleanly) {
   fs::remove_all(out);
 }
 
-TEST(SimRun, MutualTlsTransportAndSflV2GiveTheSameKindOfResults) {
+TEST(SimRun, MutualTlsTransportSflV2AndARobustRuleRunEndToEnd) {
   const fs::path out = fs::temp_directory_path() / ("splitfed_sim_tls_" + std::to_string(::getpid()));
   fs::remove_all(out);
   ExperimentConfig c = Tiny(out);
   c.transport = "mtls";
   c.mode = "sflv2";
-  c.methods = {"splitfed"};
+  c.methods = {"median"};
   c.rounds = 1;
   ExperimentRunner runner(c, nullptr);
   auto results = runner.Run();
@@ -265,6 +265,7 @@ TEST(SimRun, MutualTlsTransportAndSflV2GiveTheSameKindOfResults) {
   for (const SiteRoundResult& s : results->at(0).rounds.at(0).sites) {
     EXPECT_TRUE(s.included);
     EXPECT_GT(s.bytes_in, 0);
+    EXPECT_DOUBLE_EQ(s.aggregation_weight, 1.0 / 3) << "the median reports 1/K";
   }
   fs::remove_all(out);
 }
