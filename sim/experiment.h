@@ -91,7 +91,7 @@ const std::vector<std::string>& KnownMethods();
 // The coordinator's aggregation rule for a method (aggregation/aggregator.h).
 std::string AggregationOf(const std::string& method);
 
-// The built-in experiment (about 5 minutes on 2 cores): phantoms at 64², 4 sites of 48
+// The built-in experiment (about 3 minutes on 2 cores): phantoms at 64², 4 sites of 48
 // images, 2 of which have 80 % of their masks dilated; 20 rounds × 2 local epochs; FedAvg
 // SplitFed against the clean oracle, seed 1.
 ExperimentConfig DefaultExperiment();
