@@ -89,6 +89,22 @@ absl::StatusOr<std::vector<double>> QualityWeighted::Weights(
   return raw;
 }
 
+absl::StatusOr<std::vector<double>> ReliabilityWeighted::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  std::vector<double> raw;
+  double total = 0;
+  for (const SiteUpdate& u : updates) {
+    if (!(u.reliability >= 0 && u.reliability <= 1))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "site ", u.site, ": reliability ", u.reliability, " is outside [0, 1]"));
+    raw.push_back(static_cast<double>(u.num_images) * std::pow(epsilon_ + u.reliability, gamma_));
+    total += raw.back();
+  }
+  if (!(total > 0)) return absl::InvalidArgumentError("reliability weights: total is zero");
+  for (double& w : raw) w /= total;
+  return raw;
+}
+
 namespace {
 
 std::vector<double> Uniform(size_t k) { return std::vector<double>(k, 1.0 / k); }
@@ -144,10 +160,12 @@ absl::StatusOr<NamedTensors> TrimmedMean::Aggregate(const std::vector<SiteUpdate
 absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name) {
   if (name == "fedavg") return std::unique_ptr<Aggregator>(new FedAvg());
   if (name == "quality") return std::unique_ptr<Aggregator>(new QualityWeighted());
+  if (name == "reliability") return std::unique_ptr<Aggregator>(new ReliabilityWeighted());
   if (name == "median") return std::unique_ptr<Aggregator>(new CoordinateMedian());
   if (name == "trimmed-mean") return std::unique_ptr<Aggregator>(new TrimmedMean());
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown aggregation '", name, "' (available: fedavg, quality, median, trimmed-mean)"));
+      "unknown aggregation '", name,
+      "' (available: fedavg, quality, reliability, median, trimmed-mean)"));
 }
 
 }  // namespace splitfed

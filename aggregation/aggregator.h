@@ -63,6 +63,21 @@ class QualityWeighted : public Aggregator {
   double gamma_;
 };
 
+// SplitFed-CL's reliability-aware weighting [ours, docs/ALGORITHM.md §8]: a_k ∝ n_k·(ε + q_k)^γ
+// with q_k the share of images the site judged reliable (ε = 0.05, γ = 1). ε keeps a site
+// whose masks all look unreliable in the average, with a small weight.
+class ReliabilityWeighted : public Aggregator {
+ public:
+  explicit ReliabilityWeighted(double epsilon = 0.05, double gamma = 1.0)
+      : epsilon_(epsilon), gamma_(gamma) {}
+  std::string name() const override { return "reliability"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+
+ private:
+  double epsilon_, gamma_;
+};
+
 // Coordinate-wise median of the sites' tensors (the mean of the two middle values when the
 // number of sites is even), unweighted. Weights() reports 1/K for each site.
 class CoordinateMedian : public Aggregator {
@@ -88,7 +103,8 @@ class TrimmedMean : public Aggregator {
   double trim_fraction_;
 };
 
-// Looks an aggregation rule up by name: "fedavg", "quality", "median", "trimmed-mean".
+// Looks an aggregation rule up by name: "fedavg", "quality", "reliability", "median",
+// "trimmed-mean".
 absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name);
 
 }  // namespace splitfed

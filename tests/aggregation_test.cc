@@ -160,8 +160,34 @@ TEST(QualityWeighted, WeightsByImagesTimesInverseValidationLossSquared) {
   EXPECT_GT(zero[0], 0.999) << "a zero loss is floored, not infinite";
 }
 
+SiteUpdate WithReliability(const std::string& site, int64_t n, double q) {
+  SiteUpdate u = Values(site, n, {0});
+  u.reliability = q;
+  return u;
+}
+
+TEST(ReliabilityWeighted, WeightsByImagesTimesEpsilonPlusReliability) {
+  ReliabilityWeighted rule;  // ε = 0.05, γ = 1
+  // All equally noisy: FedAvg's weights.
+  const auto same = *rule.Weights({WithReliability("a", 10, 0.3), WithReliability("b", 30, 0.3)});
+  EXPECT_DOUBLE_EQ(same[0], 0.25);
+  EXPECT_DOUBLE_EQ(same[1], 0.75);
+  // One clean site (q = 1) and two whose masks all look unreliable (q = 0), equal sizes:
+  // 1.05 : 0.05 : 0.05.
+  const auto one_clean = *rule.Weights({WithReliability("a", 10, 1.0), WithReliability("b", 10, 0.0),
+                                        WithReliability("c", 10, 0.0)});
+  EXPECT_DOUBLE_EQ(one_clean[0], 1.05 / 1.15);
+  EXPECT_DOUBLE_EQ(one_clean[1], 0.05 / 1.15);
+  EXPECT_GT(one_clean[2], 0) << "q = 0 still counts, a little";
+  // γ = 2 sharpens: 1.05² : 0.05².
+  const auto sharp = *ReliabilityWeighted(0.05, 2).Weights(
+      {WithReliability("a", 10, 1.0), WithReliability("b", 10, 0.0)});
+  EXPECT_DOUBLE_EQ(sharp[1], 0.0025 / (1.1025 + 0.0025));
+  EXPECT_FALSE(rule.Weights({WithReliability("a", 10, 1.5)}).ok());
+}
+
 TEST(MakeAggregator, KnowsEveryRuleAndNamesThemWhenAsked) {
-  for (const char* name : {"fedavg", "quality", "median", "trimmed-mean"}) {
+  for (const char* name : {"fedavg", "quality", "reliability", "median", "trimmed-mean"}) {
     auto rule = MakeAggregator(name);
     ASSERT_TRUE(rule.ok()) << name;
     EXPECT_EQ((*rule)->name(), name);
