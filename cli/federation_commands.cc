@@ -249,18 +249,18 @@ void RunStatus(const StatusFlags& f) {
     std::printf("run %ld  %-12s %-9s round %ld/%ld (%ld completed)\n", static_cast<long>(r.id()),
                 r.name().c_str(), r.status().c_str(), static_cast<long>(r.current_round()),
                 static_cast<long>(r.total_rounds()), static_cast<long>(r.completed_rounds()));
-    std::printf("  %-16s %-9s %-26s %7s %9s %8s %8s\n", "site", "connected", "last seen",
-                "images", "last loss", "val Dice", "weight");
+    std::printf("  %-16s %-9s %-26s %7s %9s %8s %6s %8s\n", "site", "connected", "last seen",
+                "images", "last loss", "val Dice", "q_k", "weight");
     for (const auto& site : r.sites()) {
       if (site.has_metrics())
-        std::printf("  %-16s %-9s %-26s %7ld %9.4f %8.4f %8.4f\n", site.name().c_str(),
+        std::printf("  %-16s %-9s %-26s %7ld %9.4f %8.4f %6.3f %8.4f\n", site.name().c_str(),
                     site.connected() ? "yes" : "no", site.last_seen().c_str(),
                     static_cast<long>(site.images()), site.last_loss(), site.validation_dice(),
-                    site.aggregation_weight());
+                    site.reliability(), site.aggregation_weight());
       else
-        std::printf("  %-16s %-9s %-26s %7ld %9s %8s %8s\n", site.name().c_str(),
+        std::printf("  %-16s %-9s %-26s %7ld %9s %8s %6s %8s\n", site.name().c_str(),
                     site.connected() ? "yes" : "no", site.last_seen().c_str(),
-                    static_cast<long>(site.images()), "-", "-", "-");
+                    static_cast<long>(site.images()), "-", "-", "-", "-");
     }
   }
 }
