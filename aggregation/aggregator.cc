@@ -62,19 +62,29 @@ absl::StatusOr<NamedTensors> Aggregator::Aggregate(const std::vector<SiteUpdate>
   return WeightedAverage(updates, *weights);
 }
 
-absl::StatusOr<std::vector<double>> FedAvg::Weights(const std::vector<SiteUpdate>& updates) const {
+namespace {
+
+// Scales non-negative raw weights to sum to 1; `rule` names the rule in the error.
+absl::StatusOr<std::vector<double>> Normalized(std::vector<double> raw, const char* rule) {
   double total = 0;
-  for (const SiteUpdate& u : updates) total += static_cast<double>(u.num_images);
-  if (total <= 0) return absl::InvalidArgumentError("FedAvg: total image count is zero");
-  std::vector<double> weights;
-  for (const SiteUpdate& u : updates) weights.push_back(u.num_images / total);
-  return weights;
+  for (double w : raw) total += w;
+  if (!(total > 0)) return absl::InvalidArgumentError(absl::StrCat(rule, " weights: total is zero"));
+  for (double& w : raw) w /= total;
+  return raw;
 }
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> FedAvg::Weights(const std::vector<SiteUpdate>& updates) const {
+  std::vector<double> raw;
+  for (const SiteUpdate& u : updates) raw.push_back(static_cast<double>(u.num_images));
+  return Normalized(std::move(raw), "FedAvg");
+}
+
 
 absl::StatusOr<std::vector<double>> QualityWeighted::Weights(
     const std::vector<SiteUpdate>& updates) const {
   std::vector<double> raw;
-  double total = 0;
   for (const SiteUpdate& u : updates) {
     if (!(u.validation_loss >= 0) || !std::isfinite(u.validation_loss))
       return absl::InvalidArgumentError(absl::StrCat(
@@ -82,27 +92,20 @@ absl::StatusOr<std::vector<double>> QualityWeighted::Weights(
     // A loss of exactly 0 would give an infinite weight: floor it.
     const double quality = 1.0 / std::max(u.validation_loss, 1e-6);
     raw.push_back(static_cast<double>(u.num_images) * std::pow(quality, gamma_));
-    total += raw.back();
   }
-  if (!(total > 0)) return absl::InvalidArgumentError("quality weights: total is zero");
-  for (double& w : raw) w /= total;
-  return raw;
+  return Normalized(std::move(raw), "quality");
 }
 
 absl::StatusOr<std::vector<double>> ReliabilityWeighted::Weights(
     const std::vector<SiteUpdate>& updates) const {
   std::vector<double> raw;
-  double total = 0;
   for (const SiteUpdate& u : updates) {
     if (!(u.reliability >= 0 && u.reliability <= 1))
       return absl::InvalidArgumentError(absl::StrCat(
           "site ", u.site, ": reliability ", u.reliability, " is outside [0, 1]"));
     raw.push_back(static_cast<double>(u.num_images) * std::pow(epsilon_ + u.reliability, gamma_));
-    total += raw.back();
   }
-  if (!(total > 0)) return absl::InvalidArgumentError("reliability weights: total is zero");
-  for (double& w : raw) w /= total;
-  return raw;
+  return Normalized(std::move(raw), "reliability");
 }
 
 namespace {

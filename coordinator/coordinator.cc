@@ -216,34 +216,31 @@ absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActivePar
   return it->second;
 }
 
-absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
-                                                   const torch::Tensor& a1) {
-  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
+    const std::string& site, int64_t round, const torch::Tensor& input,
+    const std::vector<int64_t>& per_image_shape, const char* what,
+    absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&)) {
+  if (auto s = CheckBatchShape(input, per_image_shape, what); !s.ok()) return s;
   if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
   std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-  return Guarded("a1", [&] { return *(*p)->body->Forward(a1); });
+  return Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
+}
+
+absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
+                                                   const torch::Tensor& a1) {
+  return BodyCall(site, round, a1, shapes_.a1, "a1", &LocalBody::Forward);
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int64_t round,
                                                     const torch::Tensor& g2) {
-  if (auto s = CheckBatchShape(g2, shapes_.a2, "g2"); !s.ok()) return s;
-  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
-  auto p = ActiveParticipant(site, round);
-  if (!p.ok()) return p.status();
-  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-  return Guarded("g2", [&] { return *(*p)->body->Backward(g2); });
+  return BodyCall(site, round, g2, shapes_.a2, "g2", &LocalBody::Backward);
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,
                                                     const torch::Tensor& a1) {
-  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
-  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
-  auto p = ActiveParticipant(site, round);
-  if (!p.ok()) return p.status();
-  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-  return Guarded("a1", [&] { return *(*p)->body->Evaluate(a1); });
+  return BodyCall(site, round, a1, shapes_.a1, "a1", &LocalBody::Evaluate);
 }
 
 absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submission) {

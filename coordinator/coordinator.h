@@ -144,6 +144,12 @@ class Coordinator {
   absl::Status RunRound(int64_t round, bool* completed);
   absl::StatusOr<std::shared_ptr<Participant>> ActiveParticipant(const std::string& site,
                                                                 int64_t round);
+  // The data plane's common path: check the batch's shape, wait for the site's turn (SFLV2),
+  // then run `call` on the site's body under its lock, turning torch errors into statuses.
+  absl::StatusOr<torch::Tensor> BodyCall(
+      const std::string& site, int64_t round, const torch::Tensor& input,
+      const std::vector<int64_t>& per_image_shape, const char* what,
+      absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&));
   // SFLV2: parks `site` until the shared body is its turn. Called with `mutex_` unheld.
   absl::Status WaitForTurn(const std::string& site, int64_t round);
   void AdvanceTurnLocked();

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <sstream>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -34,13 +34,6 @@ Scores ToScores(const ScoreAccumulator& acc) {
   s.hd95 = fg.hd95;
   for (int64_t c = 1; c < acc.num_classes(); ++c) s.dice_per_class.push_back(acc.MeanOfClass(c).dice);
   return s;
-}
-
-std::string ReadText(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 }  // namespace
@@ -77,11 +70,17 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
     if (!resolved)
       return absl::PermissionDeniedError(absl::StrCat(c.out_dir, ": cannot write config.toml"));
   }
-  // What each site's noise looks like, from the first seed's data.
+  // Each (setting, seed)'s data is built once and shared by every method that runs on it (a
+  // folder dataset is read from disk only then). The plan is seed-major, so one seed's data
+  // is all that is kept. The first seed's is built up front: the previews show it, and a bad
+  // dataset fails here rather than after some runs.
+  uint64_t cached_seed = c.seeds.front();
+  std::map<std::string, SimData> cache;  // setting name → data for `cached_seed`
   for (const NoiseSetting& n : c.noise) {
-    absl::StatusOr<SimData> data = BuildSimData(c, n, c.seeds.front());
+    absl::StatusOr<SimData> data = BuildSimData(c, n, cached_seed);
     if (!data.ok()) return data.status();
     if (auto s = WriteNoisePreviews(c, n, *data); !s.ok()) return s;
+    cache[n.name] = *std::move(data);
   }
   // The sites already train in parallel, one thread each: intra-op threads on top of that
   // only fight over the cores (measured in docs/PERFORMANCE.md), so by default each op gets
@@ -93,7 +92,18 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   const std::vector<PlannedRun> plan = PlanRuns(c);
   std::vector<RunResult> finished;
   for (size_t i = 0; i < plan.size() && !stopping_; ++i) {
-    absl::StatusOr<RunResult> r = RunOne(plan[i], i + 1, plan.size());
+    const PlannedRun& run = plan[i];
+    if (run.seed != cached_seed) {
+      cache.clear();
+      cached_seed = run.seed;
+    }
+    auto data = cache.find(run.noise->name);
+    if (data == cache.end()) {
+      absl::StatusOr<SimData> built = BuildSimData(c, *run.noise, run.seed);
+      if (!built.ok()) return built.status();
+      data = cache.emplace(run.noise->name, *std::move(built)).first;
+    }
+    absl::StatusOr<RunResult> r = RunOne(run, data->second, i + 1, plan.size());
     if (!r.ok()) return r.status();
     if (!r->finished) break;  // stopped part-way: not recorded
     finished.push_back(*std::move(r));
@@ -102,12 +112,10 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   return finished;
 }
 
-absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64_t index,
-                                                   int64_t count) {
+absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const SimData& data,
+                                                   int64_t index, int64_t count) {
   const ExperimentConfig& c = config_;
   const bool oracle = plan.method == kOracle;
-  absl::StatusOr<SimData> data = BuildSimData(c, *plan.noise, plan.seed);
-  if (!data.ok()) return data.status();
 
   RunResult result;
   result.method = plan.method;
@@ -167,7 +175,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
       previous.wait();
       RoundResult r;
       r.round = round;
-      r.test = ToScores(EvaluateSplitModel(*copy, data->test));
+      r.test = ToScores(EvaluateSplitModel(*copy, data.test));
       {
         std::lock_guard<std::mutex> lock(results_mutex);
         result.rounds.push_back(r);
@@ -185,6 +193,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
   std::optional<TlsFiles> tls;
   const fs::path kit = fs::path(c.out_dir) / "kit";
   std::string listen;
+  std::map<std::string, TlsFiles> site_tls;
   if (c.transport == "mtls") {
     if (!fs::exists(kit / "coordinator")) {
       KitOptions k;
@@ -200,6 +209,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
     if (!files.ok()) return files.status();
     tls = *files;
     listen = "127.0.0.1:0";
+    for (const std::string& name : c.SiteNames()) {  // before anything starts: errors return
+      const fs::path dir = kit / "sites" / name;
+      absl::StatusOr<TlsFiles> site = ReadTlsFiles(
+          (dir / "site.crt").string(), (dir / "site.key").string(), (dir / "ca.crt").string());
+      if (!site.ok()) return site.status();
+      site_tls[name] = *site;
+    }
   }
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
       CoordinatorServer::Start(&coord, store->get(), listen, tls);
@@ -209,13 +225,12 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, int64
   std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
   std::vector<std::unique_ptr<SiteClient>> clients;
   std::vector<std::future<absl::StatusOr<SiteRunSummary>>> site_runs;
-  for (const SiteData& site : data->sites) {
+  for (const SiteData& site : data.sites) {
     SiteClientOptions so;
     if (tls) {
-      const fs::path dir = kit / "sites" / site.name;
+      const TlsFiles& files = site_tls.at(site.name);
       so.coordinator = absl::StrCat("127.0.0.1:", (*server)->port());
-      so.tls = ClientTls{ReadText(dir / "site.crt"), ReadText(dir / "site.key"),
-                         ReadText(dir / "ca.crt"), ""};
+      so.tls = ClientTls{files.certificate_pem, files.private_key_pem, files.ca_certificate_pem, ""};
     } else {
       so.channel = (*server)->InProcessChannel();
       so.insecure_site_name = site.name;

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "sim/experiment.h"
+#include "sim/site_data.h"
 
 namespace splitfed::sim {
 
@@ -79,7 +80,8 @@ class ExperimentRunner {
   void Stop() { stopping_ = true; }
 
  private:
-  absl::StatusOr<RunResult> RunOne(const PlannedRun& plan, int64_t index, int64_t count);
+  absl::StatusOr<RunResult> RunOne(const PlannedRun& plan, const SimData& data, int64_t index,
+                                   int64_t count);
 
   ExperimentConfig config_;
   std::function<void(const ProgressEvent&)> progress_;

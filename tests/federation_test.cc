@@ -23,17 +23,13 @@
 #include "split/trainer.h"
 #include "splitfed/v1/federation.grpc.pb.h"
 
+#include "tests/test_files.h"
 namespace splitfed {
 namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string Read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test_files::ReadText;
 
 // Small enough to train in seconds: 32×32, depth 3, f = 8.
 RunOptions SmallRun(std::vector<std::string> sites, int64_t rounds) {
@@ -107,7 +103,7 @@ class Federation : public ::testing::Test {
     const fs::path k = dir_ / "kit/sites" / site;
     SiteClientOptions o;
     o.coordinator = "127.0.0.1:" + std::to_string(server_->port());
-    o.tls = ClientTls{Read(k / "site.crt"), Read(k / "site.key"), Read(k / "ca.crt"), ""};
+    o.tls = ClientTls{ReadText(k / "site.crt"), ReadText(k / "site.key"), ReadText(k / "ca.crt"), ""};
     o.load_data = std::move(loader);
     o.initial_backoff_seconds = 0.05;
     o.max_reconnects = 3;
@@ -343,7 +339,7 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
     v1::JoinReply reply;
     return stub->Join(&context, v1::JoinRequest(), &reply);
   };
-  const std::string ca = Read(dir_ / "kit/ca/ca.crt");
+  const std::string ca = ReadText(dir_ / "kit/ca/ca.crt");
   // 1. No client certificate at all.
   grpc::SslCredentialsOptions no_cert;
   no_cert.pem_root_certs = ca;
@@ -357,12 +353,12 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   EXPECT_FALSE(join(grpc::SslCredentials(rogue_options)).ok());
   // 3. A valid certificate whose name is not enrolled in this run ("d" is in the kit).
   const fs::path d = dir_ / "kit/sites/d";
-  grpc::SslCredentialsOptions unenrolled{ca, Read(d / "site.key"), Read(d / "site.crt")};
+  grpc::SslCredentialsOptions unenrolled{ca, ReadText(d / "site.key"), ReadText(d / "site.crt")};
   const grpc::Status refused = join(grpc::SslCredentials(unenrolled));
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
   EXPECT_NE(refused.error_message().find("'d' is not enrolled"), std::string::npos);
   // 4. An expired certificate from the right CA.
-  PemPair ca_pair{ca, Read(dir_ / "kit/ca/ca.key")};
+  PemPair ca_pair{ca, ReadText(dir_ / "kit/ca/ca.key")};
   CertificateRequest old;
   old.common_name = "b";
   old.not_before_offset_days = -30;
@@ -390,8 +386,8 @@ namespace {
 class RawSite {
  public:
   RawSite(const std::string& address, const fs::path& kit) {
-    grpc::SslCredentialsOptions ssl{Read(kit / "ca.crt"), Read(kit / "site.key"),
-                                    Read(kit / "site.crt")};
+    grpc::SslCredentialsOptions ssl{ReadText(kit / "ca.crt"), ReadText(kit / "site.key"),
+                                    ReadText(kit / "site.crt")};
     auto channel = grpc::CreateChannel(address, grpc::SslCredentials(ssl));
     federation_ = v1::Federation::NewStub(channel);
     split_ = v1::Split::NewStub(channel);

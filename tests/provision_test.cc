@@ -10,16 +10,12 @@
 #include "provision/certificates.h"
 #include "provision/federation_kit.h"
 
+#include "tests/test_files.h"
 namespace splitfed {
 namespace {
 namespace fs = std::filesystem;
 
-std::string Read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test_files::ReadText;
 
 TEST(Certificates, IssuedCertificateVerifiesOnlyAgainstItsCa) {
   const PemPair ca = *MakeCertificateAuthority("test CA", 30);
@@ -78,17 +74,17 @@ TEST_F(KitTest, LaysOutEveryKitAndKeepsTheCaKeyApart) {
   o.coordinator_hosts = {"fed.example.org", "10.1.2.3"};
   ASSERT_TRUE(ProvisionFederation(o).ok());
 
-  const std::string ca = Read(out_ / "ca/ca.crt");
+  const std::string ca = ReadText(out_ / "ca/ca.crt");
   for (const fs::path& dir : {out_ / "coordinator", out_ / "sites/a", out_ / "sites/b",
                               out_ / "sites/c", out_ / "admin"}) {
-    EXPECT_EQ(Read(dir / "ca.crt"), ca) << dir;
+    EXPECT_EQ(ReadText(dir / "ca.crt"), ca) << dir;
     EXPECT_FALSE(fs::exists(dir / "ca.key")) << "the CA key must stay in ca/";
   }
   // Every kit's certificate chains to the CA and carries the party's name.
-  EXPECT_EQ(*CertificateCommonName(Read(out_ / "sites/b/site.crt")), "b");
-  EXPECT_TRUE(VerifyCertificate(Read(out_ / "sites/b/site.crt"), ca).ok());
-  EXPECT_EQ(*CertificateCommonName(Read(out_ / "admin/admin.crt")), "admin");
-  EXPECT_TRUE(VerifyCertificate(Read(out_ / "coordinator/coordinator.crt"), ca).ok());
+  EXPECT_EQ(*CertificateCommonName(ReadText(out_ / "sites/b/site.crt")), "b");
+  EXPECT_TRUE(VerifyCertificate(ReadText(out_ / "sites/b/site.crt"), ca).ok());
+  EXPECT_EQ(*CertificateCommonName(ReadText(out_ / "admin/admin.crt")), "admin");
+  EXPECT_TRUE(VerifyCertificate(ReadText(out_ / "coordinator/coordinator.crt"), ca).ok());
   // Private keys are readable by their owner only.
   for (const fs::path& key : {out_ / "ca/ca.key", out_ / "sites/a/site.key",
                               out_ / "coordinator/coordinator.key", out_ / "admin/admin.key"}) {
@@ -97,10 +93,10 @@ TEST_F(KitTest, LaysOutEveryKitAndKeepsTheCaKeyApart) {
     EXPECT_EQ(st.st_mode & 0777, 0600u) << key;
   }
   // The coordinator's TOML enrols exactly the sites; each site's TOML points at loopback.
-  const std::string coordinator = Read(out_ / "coordinator/coordinator.toml");
+  const std::string coordinator = ReadText(out_ / "coordinator/coordinator.toml");
   EXPECT_NE(coordinator.find("enrolled_sites = [\"a\", \"b\", \"c\"]"), std::string::npos);
   EXPECT_NE(coordinator.find("listen = \"127.0.0.1:50051\""), std::string::npos);
-  EXPECT_NE(Read(out_ / "sites/c/site.toml").find("coordinator = \"127.0.0.1:50051\""),
+  EXPECT_NE(ReadText(out_ / "sites/c/site.toml").find("coordinator = \"127.0.0.1:50051\""),
             std::string::npos);
 }
 
@@ -115,13 +111,13 @@ TEST_F(KitTest, RefusesBadInputAndANonEmptyFolder) {
   EXPECT_FALSE(ProvisionFederation(o).ok());
   o.sites = {"a"};
   ASSERT_TRUE(ProvisionFederation(o).ok());
-  const std::string first_ca = Read(out_ / "ca/ca.crt");
+  const std::string first_ca = ReadText(out_ / "ca/ca.crt");
   const absl::Status again = ProvisionFederation(o);
   EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists) << again;
-  EXPECT_EQ(Read(out_ / "ca/ca.crt"), first_ca) << "nothing was overwritten";
+  EXPECT_EQ(ReadText(out_ / "ca/ca.crt"), first_ca) << "nothing was overwritten";
   o.overwrite = true;
   EXPECT_TRUE(ProvisionFederation(o).ok());
-  EXPECT_NE(Read(out_ / "ca/ca.crt"), first_ca);
+  EXPECT_NE(ReadText(out_ / "ca/ca.crt"), first_ca);
 }
 
 }  // namespace

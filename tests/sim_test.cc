@@ -14,19 +14,15 @@
 #include "sim/runner.h"
 #include "sim/site_data.h"
 
+#include "tests/test_files.h"
 namespace splitfed::sim {
 namespace {
 namespace fs = std::filesystem;
 
-std::string Read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test_files::ReadText;
 
 int64_t Lines(const fs::path& p) {
-  const std::string text = Read(p);
+  const std::string text = ReadText(p);
   return std::count(text.begin(), text.end(), '\n');
 }
 
@@ -219,7 +215,7 @@ TEST(SimRun, InProcessRunWritesEveryOutputAndStopsCleanly) {
   EXPECT_EQ(Lines(out / "runs.csv"), 1 + 4);
   EXPECT_EQ(Lines(out / "rounds.csv"), 1 + 4 * 2);
   EXPECT_EQ(Lines(out / "site_rounds.csv"), 1 + 4 * 2 * 3);
-  const auto summary = nlohmann::json::parse(Read(out / "summary.json"));
+  const auto summary = nlohmann::json::parse(ReadText(out / "summary.json"));
   ASSERT_EQ(summary.size(), 2u);
   EXPECT_EQ(summary[0]["method"], "splitfed");
   EXPECT_EQ(summary[0]["seeds"].size(), 2u);
