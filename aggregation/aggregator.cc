@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -160,15 +161,91 @@ absl::StatusOr<NamedTensors> TrimmedMean::Aggregate(const std::vector<SiteUpdate
   });
 }
 
-absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name) {
+absl::StatusOr<std::vector<double>> DistanceAware::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  std::vector<size_t> clean, noisy;
+  for (size_t k = 0; k < updates.size(); ++k) (updates[k].flagged_noisy ? noisy : clean).push_back(k);
+  if (clean.empty() || noisy.empty()) return FedAvg().Weights(updates);
+  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  auto distance = [&](const SiteUpdate& a, const SiteUpdate& b) {
+    double sum = 0;
+    for (const auto& [name, t] : a.state)
+      if (t.is_floating_point())
+        sum += (t.to(torch::kDouble) - b.state.at(name).to(torch::kDouble)).pow(2).sum().item<double>();
+    return std::sqrt(sum);
+  };
+  std::vector<double> d(updates.size(), 0.0);
+  double largest = 0;
+  for (size_t k : noisy) {
+    double nearest = std::numeric_limits<double>::infinity();
+    for (size_t j : clean) nearest = std::min(nearest, distance(updates[k], updates[j]));
+    d[k] = nearest;
+    largest = std::max(largest, nearest);
+  }
+  std::vector<double> raw;
+  for (size_t k = 0; k < updates.size(); ++k)
+    raw.push_back(static_cast<double>(updates[k].num_images) *
+                  std::exp(largest > 0 ? -d[k] / largest : 0.0));
+  return Normalized(std::move(raw), "distance");
+}
+
+double LayerwiseQuality::Depth(const std::string& entry) const {
+  std::string name = entry;
+  for (const char* prefix : {"front.", "back."})
+    if (name.rfind(prefix, 0) == 0) name = name.substr(std::string(prefix).size());
+  name = name.substr(0, name.find('.'));
+  for (size_t i = 0; i < unit_order_.size(); ++i)
+    if (unit_order_[i] == name)
+      return unit_order_.size() > 1 ? static_cast<double>(i) / (unit_order_.size() - 1) : 1.0;
+  return 1.0;
+}
+
+absl::StatusOr<std::vector<double>> LayerwiseQuality::Weights(
+    const std::vector<SiteUpdate>& updates) const {
+  std::vector<double> raw;
+  for (const SiteUpdate& u : updates) {
+    if (!(u.boundary_noise >= 0 && u.boundary_noise <= 1))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "site ", u.site, ": boundary noise ", u.boundary_noise, " is outside [0, 1]"));
+    raw.push_back(static_cast<double>(u.num_images) / (epsilon_ + u.boundary_noise));
+  }
+  return Normalized(std::move(raw), "layerwise-quality");
+}
+
+absl::StatusOr<NamedTensors> LayerwiseQuality::Aggregate(
+    const std::vector<SiteUpdate>& updates) const {
+  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  absl::StatusOr<std::vector<double>> quality = Weights(updates);
+  if (!quality.ok()) return quality.status();
+  absl::StatusOr<std::vector<double>> quantity = FedAvg().Weights(updates);
+  if (!quantity.ok()) return quantity.status();
+  NamedTensors out;
+  for (const auto& [name, ref] : updates.front().state) {
+    const double lambda = Depth(name);
+    std::vector<double> w;
+    for (size_t k = 0; k < updates.size(); ++k)
+      w.push_back((1 - lambda) * (*quantity)[k] + lambda * (*quality)[k]);
+    std::vector<SiteUpdate> one_entry;
+    for (const SiteUpdate& u : updates)
+      one_entry.push_back({u.site, u.num_images, 0, 0, {{name, u.state.at(name)}}});
+    out[name] = WeightedAverage(one_entry, w).at(name);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(
+    const std::string& name, const std::vector<std::string>& unit_order) {
   if (name == "fedavg") return std::unique_ptr<Aggregator>(new FedAvg());
   if (name == "quality") return std::unique_ptr<Aggregator>(new QualityWeighted());
   if (name == "reliability") return std::unique_ptr<Aggregator>(new ReliabilityWeighted());
   if (name == "median") return std::unique_ptr<Aggregator>(new CoordinateMedian());
   if (name == "trimmed-mean") return std::unique_ptr<Aggregator>(new TrimmedMean());
+  if (name == "distance") return std::unique_ptr<Aggregator>(new DistanceAware());
+  if (name == "layerwise-quality") return std::unique_ptr<Aggregator>(new LayerwiseQuality(unit_order));
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown aggregation '", name,
-      "' (available: fedavg, quality, reliability, median, trimmed-mean)"));
+      "' (available: fedavg, quality, reliability, median, trimmed-mean, distance, "
+      "layerwise-quality)"));
 }
 
 }  // namespace splitfed

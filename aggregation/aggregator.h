@@ -17,6 +17,8 @@ struct SiteUpdate {
   double reliability = 1.0;  // q_k in [0, 1], reported by reliability-aware methods
   double validation_loss = 0.0;
   NamedTensors state;        // the parts this aggregation covers (front+back, or a body)
+  double boundary_noise = 0.0;  // FedA3I: share of boundary-band pixels unlike the teacher's
+  bool flagged_noisy = false;   // FedNoRo: the coordinator judged the site's labels noisy
 };
 
 class Aggregator {
@@ -103,8 +105,42 @@ class TrimmedMean : public Aggregator {
   double trim_fraction_;
 };
 
+// FedNoRo's distance-aware weighting [ours: reconstruction, docs/ALGORITHM.md §10]: a site
+// flagged noisy gets a_k ∝ n_k·exp(−d_k), with d_k its L2 distance to the nearest clean site's
+// parameters divided by the largest such distance among the noisy sites (so d_k ∈ (0, 1]);
+// clean sites have d_k = 0. With no site flagged, or every site flagged, this is FedAvg.
+class DistanceAware : public Aggregator {
+ public:
+  std::string name() const override { return "distance"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+};
+
+// FedA3I's layer-wise blend [ours: reconstruction, docs/ALGORITHM.md §10]: each entry's weight
+// is (1 − λ)·quantity_k + λ·quality_k, with λ the entry's depth in the network (0 at the first
+// unit, 1 at the head), quantity_k = n_k / Σ n and quality_k ∝ n_k / (ε + b_k) from the site's
+// boundary noise b_k (ε = 0.05). `unit_order` lists the U-Net's unit names in forward order;
+// an entry's unit is the first name component after an optional "front."/"back." prefix
+// (unknown names count as deepest). Weights() reports the quality weights.
+class LayerwiseQuality : public Aggregator {
+ public:
+  explicit LayerwiseQuality(std::vector<std::string> unit_order, double epsilon = 0.05)
+      : unit_order_(std::move(unit_order)), epsilon_(epsilon) {}
+  std::string name() const override { return "layerwise-quality"; }
+  absl::StatusOr<std::vector<double>> Weights(
+      const std::vector<SiteUpdate>& updates) const override;
+  absl::StatusOr<NamedTensors> Aggregate(const std::vector<SiteUpdate>& updates) const override;
+  // λ of one state entry.
+  double Depth(const std::string& entry) const;
+
+ private:
+  std::vector<std::string> unit_order_;
+  double epsilon_;
+};
+
 // Looks an aggregation rule up by name: "fedavg", "quality", "reliability", "median",
-// "trimmed-mean".
-absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(const std::string& name);
+// "trimmed-mean", "distance", "layerwise-quality" (which needs the model's unit order).
+absl::StatusOr<std::unique_ptr<Aggregator>> MakeAggregator(
+    const std::string& name, const std::vector<std::string>& unit_order = {});
 
 }  // namespace splitfed

@@ -39,7 +39,7 @@ void InitLogging() {
 // ---- coordinator ---------------------------------------------------------------------------
 
 struct CoordinatorFlags {
-  std::string config, listen, db, checkpoints, sites, split, encoding, mode;
+  std::string config, listen, db, checkpoints, sites, split, encoding, mode, method;
   int64_t rounds = -1, min_sites = -1, local_epochs = -1, image_size = -1, batch_size = -1;
   double deadline = -1, learning_rate = -1;
   int64_t seed = -1;
@@ -51,8 +51,36 @@ const std::set<std::string> kCoordinatorKeys = {
     "listen", "database", "checkpoints", "enrolled_sites", "tls.certificate", "tls.private_key",
     "tls.ca_certificate", "run.name", "run.rounds", "run.min_sites", "run.local_epochs",
     "run.batch_size", "run.learning_rate", "run.round_deadline_seconds",
-    "run.activation_encoding", "run.seed", "run.aggregation", "run.mode", "model.in_channels",
+    "run.activation_encoding", "run.seed", "run.aggregation", "run.mode", "run.method",
+    "method.warmup_rounds", "method.teacher_beta", "method.refinement", "method.kappa",
+    "method.consistency", "method.ramp_rounds", "method.loss_weights", "method.threshold",
+    "method.tau_min", "method.min_gap", "method.distillation_weight", "model.in_channels",
     "model.num_classes", "model.base_width", "model.depth", "model.split", "model.image_size"};
+
+// The learning method and its [method] settings (docs/ALGORITHM.md §3-4).
+MethodOptions ReadMethod(const TomlValues& t, const std::string& flag) {
+  MethodOptions m;
+  m.name = flag.empty() ? t.String("run.method", "splitfed") : flag;
+  m.warmup_rounds = Unwrap(t.Int("method.warmup_rounds", m.warmup_rounds));
+  m.teacher_beta = Unwrap(t.Double("method.teacher_beta", m.teacher_beta));
+  Check(ParseRefinement(t.String("method.refinement", "soft"), &m.refinement));
+  m.kappa = Unwrap(t.Double("method.kappa", m.kappa));
+  auto choice = [&](const std::string& key, const std::string& fallback,
+                    const std::string& yes, const std::string& no) {
+    const std::string v = t.String(key, fallback);
+    if (v != yes && v != no)
+      throw std::invalid_argument(key + " must be " + yes + " or " + no + ", got " + v);
+    return v == yes;
+  };
+  m.consistency = choice("method.consistency", "true", "true", "false");
+  m.ramp_rounds = Unwrap(t.Int("method.ramp_rounds", m.ramp_rounds));
+  m.learned_loss_weights = choice("method.loss_weights", "learned", "learned", "fixed");
+  m.threshold.fixed_tau = choice("method.threshold", "gmm", "fixed", "gmm");
+  m.threshold.tau_min = Unwrap(t.Double("method.tau_min", m.threshold.tau_min));
+  m.threshold.min_gap = Unwrap(t.Double("method.min_gap", m.threshold.min_gap));
+  m.distillation_weight = Unwrap(t.Double("method.distillation_weight", m.distillation_weight));
+  return m;
+}
 
 void RunCoordinator(const CoordinatorFlags& f) {
   InitLogging();
@@ -76,7 +104,8 @@ void RunCoordinator(const CoordinatorFlags& f) {
     throw std::invalid_argument("activation_encoding must be fp32 or fp16, got " + encoding);
   o.activation_encoding = encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
   o.seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("run.seed", 1));
-  o.aggregation = t.String("run.aggregation", "fedavg");
+  o.method = ReadMethod(t, f.method);
+  o.aggregation = t.String("run.aggregation", "");  // empty: the method's own rule
   o.mode = Unwrap(ParseSplitMode(f.mode.empty() ? t.String("run.mode", "sflv1") : f.mode));
   o.model.in_channels = Unwrap(t.Int("model.in_channels", 1));
   o.model.num_classes = Unwrap(t.Int("model.num_classes", 4));
@@ -289,6 +318,8 @@ void AddFederationCommands(CLI::App& app) {
   c->add_option("--activation-encoding", cf->encoding, "fp32 or fp16 for a1/a2/g1/g2");
   c->add_option("--mode", cf->mode,
                 "sflv1 (a body copy per site, averaged) or sflv2 (one body, sites in turn)");
+  c->add_option("--method", cf->method,
+                "splitfed (plain), splitfed-cl, fednoro or feda3i (overrides run.method)");
   c->add_option("--sites", cf->sites, "Enrolled sites (overrides the TOML), comma-separated");
   c->add_option("--seed", cf->seed, "Seed for the initial model and batch order");
   c->add_option("--db", cf->db, "Run store (SQLite) path");

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "colearning/site_objective.h"
 #include "proto/state_codec.h"
 #include "provision/certificates.h"
 #include "split/model_state.h"
@@ -45,6 +46,9 @@ class StreamBody : public BodyLink {
   }
   absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
     return Exchange(v1::SplitMessage::EVAL, a1, shapes_.a2, "a2");
+  }
+  absl::StatusOr<torch::Tensor> Teacher(const torch::Tensor& a1) override {
+    return Exchange(v1::SplitMessage::TEACHER, a1, shapes_.a2, "a2");
   }
   int64_t bytes_sent() const { return bytes_sent_; }
   int64_t bytes_received() const { return bytes_received_; }
@@ -100,6 +104,18 @@ struct SiteClient::Impl {
   SegmentationSet train, validation;
   std::string name;  // for logs
   std::atomic<bool> joined{false};
+  NamedTensors teacher_client_state;  // the teacher's front and back (β > 0 averages them)
+
+  // The teacher's front and back for this round: θ_T ← β·θ_T + (1 − β)·θ_G.
+  NamedTensors UpdateTeacher(const NamedTensors& global, double beta) {
+    if (teacher_client_state.empty() || beta == 0) {
+      teacher_client_state = global;
+    } else {
+      for (auto& [key, t] : teacher_client_state)
+        if (t.is_floating_point() && global.count(key)) t = beta * t + (1 - beta) * global.at(key);
+    }
+    return teacher_client_state;
+  }
 
   // Sends a heartbeat every options.heartbeat_seconds while joined, until `done` is set.
   void HeartbeatLoop(std::mutex* mutex, std::condition_variable* wake, const bool* done) {
@@ -243,9 +259,10 @@ struct SiteClient::Impl {
     TrainerOptions trainer_options;
     trainer_options.learning_rate = settings.learning_rate();
     trainer_options.batch_size = settings.batch_size();
-    SiteTrainer trainer(parts.front, parts.back, trainer_options);
+    const v1::SiteMethod& method = settings.method();
 
-    // 3. Local epochs through the coordinator's body, then validation.
+    // 3. Local epochs through the coordinator's body, then validation. Methods with a
+    // teacher first run it over the training images (its body on the coordinator).
     grpc::ClientContext context;
     Prepare(&context);
     context.set_deadline(std::chrono::system_clock::time_point(
@@ -256,15 +273,74 @@ struct SiteClient::Impl {
                                       ? WireEncoding::kFp16
                                       : WireEncoding::kFp32;
     StreamBody body(stream.get(), round, encoding, shapes);
+    auto fail_stream = [&](const absl::Status& why) -> absl::Status {
+      stream->WritesDone();
+      grpc::Status s = stream->Finish();
+      return s.ok() ? why : FromGrpc(s, "split training");
+    };
+    std::unique_ptr<BatchObjective> objective;
+    colearning::CoLearningObjective* colearning = nullptr;
+    double teacher_loss = 0, boundary_noise = 0, reliability = 1;
+    if (method.kind() != v1::SiteMethod::PLAIN) {
+      SplitModel teacher = MakeSplitModel(model, cut);
+      NamedTensors teacher_front, teacher_back;
+      for (const auto& [key, t] : UpdateTeacher(state, method.teacher_beta())) {
+        if (key.rfind("front.", 0) == 0) teacher_front[key.substr(6)] = t;
+        if (key.rfind("back.", 0) == 0) teacher_back[key.substr(5)] = t;
+      }
+      if (auto s = LoadState(*teacher.front, teacher_front); !s.ok()) return s;
+      if (auto s = LoadState(*teacher.back, teacher_back); !s.ok()) return s;
+      absl::StatusOr<colearning::TeacherOutputs> outputs =
+          colearning::RunTeacher(teacher.front, teacher.back, train, body);
+      if (!outputs.ok()) return fail_stream(outputs.status());
+      for (double l : outputs->losses) teacher_loss += l / outputs->losses.size();
+      if (method.kind() == v1::SiteMethod::FEDA3I) {
+        boundary_noise = colearning::BoundaryNoise(outputs->labels, train.masks,
+                                                   std::max<int64_t>(1, train.images.size(2) / 32));
+      } else if (method.kind() == v1::SiteMethod::FEDNORO && method.distil()) {
+        objective = std::make_unique<colearning::DistillationObjective>(
+            *outputs, method.distillation_weight());
+      } else if (method.kind() == v1::SiteMethod::COLEARNING) {
+        colearning::CoLearningRound plan;
+        plan.warming_up = method.warming_up();
+        plan.refinement = method.refinement() == v1::SiteMethod::REFINE_HARD ? RefinementMode::kHard
+                          : method.refinement() == v1::SiteMethod::REFINE_OFF
+                              ? RefinementMode::kOff
+                              : RefinementMode::kSoft;
+        plan.kappa = method.kappa();
+        plan.consistency = method.consistency();
+        plan.consistency_weight = method.consistency_weight();
+        plan.learned_loss_weights = method.learned_loss_weights();
+        plan.threshold = {method.tau_min(), method.min_gap(), method.fixed_tau()};
+        plan.seed = settings.shuffle_seed() ^ 0x5eedc0de;
+        auto s = state.find("loss.log_variances");
+        auto owned = std::make_unique<colearning::CoLearningObjective>(
+            plan, *outputs, train, s != state.end() ? s->second : torch::zeros({3}));
+        colearning = owned.get();
+        objective = std::move(owned);
+        reliability = colearning->site_reliability();
+        if (options.on_reliability)
+          options.on_reliability(round, colearning->reliability(), colearning->reliable());
+        double mean_r = 0;
+        for (double r : colearning->reliability()) mean_r += r / train.size();
+        LOG(INFO) << "event=reliability site=" << name << " round=" << round
+                  << " q=" << reliability << " mean_r=" << mean_r
+                  << " teacher_loss=" << teacher_loss << " warm_up=" << plan.warming_up;
+        if (VLOG_IS_ON(1)) {
+          std::string detail;
+          for (size_t i = 0; i < outputs->losses.size(); ++i)
+            absl::StrAppend(&detail, i ? " " : "", colearning->reliability()[i], "/",
+                            outputs->losses[i]);
+          VLOG(1) << "event=reliability_detail site=" << name << " r/loss=" << detail;
+        }
+      }
+    }
+    SiteTrainer trainer(parts.front, parts.back, trainer_options, objective.get());
     double loss = 0;
     for (int64_t epoch = 0; epoch < settings.local_epochs(); ++epoch) {
       absl::StatusOr<EpochStats> stats =
           trainer.TrainEpoch(train, settings.shuffle_seed() + epoch, body);
-      if (!stats.ok()) {
-        stream->WritesDone();
-        grpc::Status s = stream->Finish();
-        return s.ok() ? stats.status() : FromGrpc(s, "split training");
-      }
+      if (!stats.ok()) return fail_stream(stats.status());
       loss = stats->mean_loss;
       if (options.on_epoch) options.on_epoch(round, epoch + 1, loss);
       LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
@@ -295,8 +371,19 @@ struct SiteClient::Impl {
       sc->set_train_loss(loss);
       sc->set_validation_dice(dice);
       sc->set_validation_loss(validation_loss);
-      sc->set_reliability(1.0);
+      sc->set_reliability(reliability);
+      sc->set_teacher_loss(teacher_loss);
+      sc->set_boundary_noise(boundary_noise);
       bool ok = writer->Write(chunk);
+      // SplitFed-CL's loss weights travel (and are averaged) with the back.
+      if (state.count("loss.log_variances") && ok) {
+        chunk.Clear();
+        const torch::Tensor s = colearning ? colearning->log_variances()
+                                           : state.at("loss.log_variances");
+        if (auto st = EncodeStateEntry("loss.log_variances", s, chunk.mutable_state()); !st.ok())
+          return st;
+        ok = writer->Write(chunk);
+      }
       for (const auto& [prefix, part] : {std::pair{"front.", parts.front}, {"back.", parts.back}})
         for (const auto& [key, t] : ExtractState(*part)) {
           if (!ok) break;

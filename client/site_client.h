@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "datasets/segmentation_set.h"
@@ -50,6 +51,12 @@ struct SiteClientOptions {
   double heartbeat_seconds = 15;
   // Called after each local epoch (e.g. the simulator's progress bar); any thread.
   std::function<void(int64_t round, int64_t epoch, double loss)> on_epoch;
+  // SplitFed-CL: called each round with every training image's r_i and whether the site
+  // trusted its mask (images in the order of the loaded set). Stays at the site; the
+  // simulator scores detection with it.
+  std::function<void(int64_t round, const std::vector<double>& reliability,
+                     const std::vector<bool>& reliable)>
+      on_reliability;
 };
 
 struct SiteRunSummary {

@@ -1,5 +1,6 @@
 #include "coordinator/coordinator.h"
 
+#include <glog/logging.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -82,10 +83,16 @@ absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmissio
     return absl::InvalidArgumentError(absl::StrCat(
         "site '", site, "' reports losses ", submission.train_loss, " (training) and ",
         submission.validation_loss, " (validation); losses must be finite and >= 0"));
-  if (!in_range(submission.validation_dice, 0, 1) || !in_range(submission.reliability, 0, 1))
+  if (!in_range(submission.validation_dice, 0, 1) || !in_range(submission.reliability, 0, 1) ||
+      !in_range(submission.boundary_noise, 0, 1))
     return absl::InvalidArgumentError(absl::StrCat(
         "site '", site, "' reports validation Dice ", submission.validation_dice,
-        " and reliability ", submission.reliability, "; both must lie in [0, 1]"));
+        ", reliability ", submission.reliability, " and boundary noise ",
+        submission.boundary_noise, "; all must lie in [0, 1]"));
+  if (!in_range(submission.teacher_loss, 0, 1e12))
+    return absl::InvalidArgumentError(absl::StrCat("site '", site, "' reports teacher loss ",
+                                                   submission.teacher_loss,
+                                                   "; it must be finite and >= 0"));
   return absl::OkStatus();
 }
 
@@ -102,7 +109,8 @@ absl::Status RunOptions::Validate() const {
   if (!(round_deadline_seconds > 0)) return bad("round_deadline_seconds must be positive");
   if (!(round_open_wait_seconds >= 0)) return bad("round_open_wait_seconds must be >= 0");
   if (auto s = CutShapes(model, split, image_size, image_size); !s.ok()) return s.status();
-  return MakeAggregator(aggregation).status();
+  if (auto s = method.Validate(); !s.ok()) return s;
+  return MakeAggregator(AggregationRule()).status();
 }
 
 Coordinator::Coordinator(const RunOptions& options, RunStore* store)
@@ -115,17 +123,24 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   if (auto s = options.Validate(); !s.ok()) return s;
   std::unique_ptr<Coordinator> c(new Coordinator(options, store));
   c->shapes_ = *CutShapes(options.model, options.split, options.image_size, options.image_size);
-  c->aggregator_ = *MakeAggregator(options.aggregation);
+  std::vector<std::string> unit_order;
+  for (const UnitSpec& u : UnitSequence(options.model))
+    if (!u.name.empty()) unit_order.push_back(u.name);
+  c->aggregator_ = *MakeAggregator(options.AggregationRule(), unit_order);
   torch::manual_seed(options.seed);
   c->global_ = MakeSplitModel(options.model, options.split);
-  c->client_template_ = {"global", 1, 1.0, 0.0, ClientState(c->global_)};
+  if (options.method.name == "splitfed-cl" && options.method.learned_loss_weights)
+    c->extra_state_["loss.log_variances"] = torch::zeros({3});  // s_rel, s_unrel, s_cons
+  c->client_template_.site = "global";
+  c->client_template_.num_images = 1;
+  c->client_template_.state = c->ClientStateLocked();
   if (store) {
     absl::StatusOr<int64_t> run = store->CreateRun(
         options.run_name,
         absl::StrCat("{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
-                     ", \"local_epochs\": ", options.local_epochs, ", \"aggregation\": \"",
-                     options.aggregation, "\", \"mode\": \"", SplitModeName(options.mode),
-                     "\"}"));
+                     ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"",
+                     options.method.name, "\", \"aggregation\": \"", options.AggregationRule(),
+                     "\", \"mode\": \"", SplitModeName(options.mode), "\"}"));
     if (!run.ok()) return run.status();
     c->run_id_ = *run;
   }
@@ -185,7 +200,9 @@ absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, doub
       t.round = round_;
       t.deadline_unix_ms = deadline_unix_ms_;
       t.shuffle_seed = options_.seed * 1000003ULL + static_cast<uint64_t>(round_);
-      t.client_state = ClientState(global_);
+      t.client_state = ClientStateLocked();
+      t.warming_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round_);
+      t.distil = noisy_sites_.count(site) > 0;
       return t;
     }
     if ((cancelled && cancelled()) || std::chrono::steady_clock::now() >= until) {
@@ -243,6 +260,71 @@ absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int
   return BodyCall(site, round, a1, shapes_.a1, "a1", &LocalBody::Evaluate);
 }
 
+absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int64_t round,
+                                                   const torch::Tensor& a1) {
+  if (!options_.method.UsesTeacher())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "method '", options_.method.name, "' has no teacher: TEACHER messages are refused"));
+  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
+  std::lock_guard<std::mutex> lock(teacher_mutex_);
+  return Guarded("a1", [&] {
+    torch::NoGradGuard no_grad;
+    return teacher_body_->forward(a1);
+  });
+}
+
+NamedTensors Coordinator::ClientStateLocked() {
+  NamedTensors state = ClientState(global_);
+  for (const auto& [name, t] : extra_state_) state[name] = t.clone();
+  return state;
+}
+
+void Coordinator::UpdateTeacherLocked() {
+  if (!options_.method.UsesTeacher()) return;
+  std::lock_guard<std::mutex> lock(teacher_mutex_);
+  torch::NoGradGuard no_grad;
+  const NamedTensors global = ExtractState(*global_.body);
+  if (!teacher_body_) {
+    teacher_body_ = UNetSegment(options_.model, options_.split.front_units,
+                                6 * options_.model.depth + 3 - options_.split.back_units);
+    LoadState(*teacher_body_, global).IgnoreError();  // same architecture: cannot fail
+    teacher_body_->eval();
+    return;
+  }
+  const double beta = options_.method.teacher_beta;
+  NamedTensors blended;
+  for (const auto& [name, t] : ExtractState(*teacher_body_))
+    blended[name] = t.is_floating_point() ? beta * t + (1 - beta) * global.at(name)
+                                          : global.at(name);
+  LoadState(*teacher_body_, blended).IgnoreError();
+}
+
+void Coordinator::FlagNoisySites(const std::vector<SiteUpdate>& updates,
+                                 const std::map<std::string, double>& teacher_losses) {
+  std::vector<double> losses;
+  for (const SiteUpdate& u : updates) losses.push_back(teacher_losses.at(u.site));
+  noise_decided_ = true;
+  absl::StatusOr<colearning::TwoGaussians> fit = colearning::FitTwoGaussians(losses);
+  // Too few sites, or one population (means within δ): nobody is flagged.
+  if (!fit.ok() || fit->mean[1] - fit->mean[0] < options_.method.threshold.min_gap) {
+    LOG(INFO) << "event=noise_detection flagged=none";
+    return;
+  }
+  std::string names;
+  for (size_t k = 0; k < updates.size(); ++k)
+    if (fit->PosteriorLow(losses[k]) <= 0.5) {
+      noisy_sites_.insert(updates[k].site);
+      names += (names.empty() ? "" : ",") + updates[k].site;
+    }
+  LOG(INFO) << "event=noise_detection flagged=" << (names.empty() ? "none" : names);
+}
+
+std::set<std::string> Coordinator::NoisySites() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return noisy_sites_;
+}
+
 absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submission) {
   auto p = ActiveParticipant(site, submission.round);
   if (!p.ok()) return p.status();
@@ -251,7 +333,10 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
         absl::StrCat("site '", site, "' reports ", submission.num_images, " images"));
   if (auto s = CheckSubmissionScalars(site, submission); !s.ok()) return s;
   // The update must fit the global parts exactly and hold finite values.
-  SiteUpdate candidate{site, submission.num_images, 1.0, 0.0, submission.client_state};
+  SiteUpdate candidate;
+  candidate.site = site;
+  candidate.num_images = submission.num_images;
+  candidate.state = submission.client_state;
   if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(mutex_);
   (*p)->submission = std::move(submission);
@@ -425,6 +510,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     participants_[name] = p;
     sites_[name].bytes_in = sites_[name].bytes_out = 0;
   }
+  UpdateTeacherLocked();
   round_ = round;
   deadline_unix_ms_ =
       NowUnixMs() + static_cast<int64_t>(options_.round_deadline_seconds * 1000);
@@ -452,6 +538,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
 
   std::vector<SiteUpdate> client_updates, body_updates;
   std::vector<std::string> included;
+  std::map<std::string, double> teacher_losses;
   for (auto& [name, p] : closed) {
     std::lock_guard<std::mutex> body_lock(*p->body_mutex);  // let an in-flight step finish
     if (!p->submitted) {
@@ -459,26 +546,41 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
       continue;
     }
     included.push_back(name);
-    client_updates.push_back({name, p->submission.num_images, p->submission.reliability,
-                              p->submission.validation_loss, p->submission.client_state});
-    if (options_.mode == SplitMode::kV1 || body_updates.empty())
-      body_updates.push_back({name, p->submission.num_images, p->submission.reliability,
-                              p->submission.validation_loss, ExtractState(*p->body->body())});
+    const SiteSubmission& sub = p->submission;
+    SiteUpdate update;
+    update.site = name;
+    update.num_images = sub.num_images;
+    update.reliability = sub.reliability;
+    update.validation_loss = sub.validation_loss;
+    update.boundary_noise = sub.boundary_noise;
+    update.flagged_noisy = noisy_sites_.count(name) > 0;
+    teacher_losses[name] = sub.teacher_loss;
+    update.state = sub.client_state;
+    client_updates.push_back(update);
+    if (options_.mode == SplitMode::kV1 || body_updates.empty()) {
+      update.state = ExtractState(*p->body->body());
+      body_updates.push_back(std::move(update));
+    }
   }
 
   std::vector<double> weights;
   const bool enough = static_cast<int64_t>(included.size()) >= options_.min_sites;
   std::string checkpoint;
   if (enough) {
-    absl::StatusOr<std::vector<double>> w = aggregator_->Weights(client_updates);
+    // A teacher method's warm-up rounds weigh by image count: the teacher is not yet worth
+    // judging labels by.
+    static const FedAvg kFedAvg;
+    const bool warm_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round);
+    const Aggregator& rule = warm_up ? static_cast<const Aggregator&>(kFedAvg) : *aggregator_;
+    absl::StatusOr<std::vector<double>> w = rule.Weights(client_updates);
     if (!w.ok()) return w.status();
     weights = *w;
-    absl::StatusOr<NamedTensors> client = aggregator_->Aggregate(client_updates);
+    absl::StatusOr<NamedTensors> client = rule.Aggregate(client_updates);
     if (!client.ok()) return client.status();
     // SFLV2's one body already holds every site's steps; only SFLV1's copies are combined.
     absl::StatusOr<NamedTensors> body = options_.mode == SplitMode::kV2
                                             ? body_updates.front().state
-                                            : aggregator_->Aggregate(body_updates);
+                                            : rule.Aggregate(body_updates);
     if (!body.ok()) return body.status();
     NamedTensors front, back;
     SplitClientState(*client, &front, &back);
@@ -486,6 +588,11 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     if (auto s = LoadState(*global_.front, front); !s.ok()) return s;
     if (auto s = LoadState(*global_.back, back); !s.ok()) return s;
     if (auto s = LoadState(*global_.body, *body); !s.ok()) return s;
+    for (auto& [name, t] : extra_state_) t = client->at(name).clamp(-5, 5);
+    // FedNoRo decides once, on the last warm-up round's reports, as the original does.
+    if (options_.method.name == "fednoro" && !noise_decided_ &&
+        round >= options_.method.warmup_rounds)
+      FlagNoisySites(client_updates, teacher_losses);
   }
   if (enough && observer_) observer_(round, global_);
   if (enough && !options_.checkpoint_dir.empty() && options_.checkpoint_every_round) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "aggregation/aggregator.h"
+#include "colearning/method.h"
 #include "proto/tensor_codec.h"
 #include "split/model_state.h"
 #include "split/trainer.h"
@@ -46,12 +47,16 @@ struct RunOptions {
   SplitSpec split = SplitSpec::Deep();
   int64_t image_size = 64;
   uint64_t seed = 1;
-  std::string aggregation = "fedavg";
+  MethodOptions method;     // splitfed (plain), splitfed-cl, fednoro, feda3i
+  std::string aggregation;  // empty: the method's default rule
   std::vector<std::string> enrolled_sites;
   std::string checkpoint_dir;  // empty: no checkpoints
   bool checkpoint_every_round = true;  // false: only final.pt
 
   absl::Status Validate() const;
+  std::string AggregationRule() const {
+    return aggregation.empty() ? method.DefaultAggregation() : aggregation;
+  }
 };
 
 // What a site receives when a round opens for it.
@@ -60,7 +65,11 @@ struct RoundTicket {
   int64_t round = 0;
   int64_t deadline_unix_ms = 0;
   uint64_t shuffle_seed = 0;
-  NamedTensors client_state;  // global front and back, prefixed "front." / "back."
+  // Global front and back, prefixed "front." / "back.", and SplitFed-CL's trainable loss
+  // weights as "loss.log_variances" when the method learns them.
+  NamedTensors client_state;
+  bool warming_up = false;  // a teacher method's warm-up round
+  bool distil = false;      // FedNoRo: the site was flagged noisy
 };
 
 struct SiteSubmission {
@@ -70,11 +79,14 @@ struct SiteSubmission {
   double validation_loss = 0;
   double validation_dice = 0;
   double reliability = 1.0;
+  double teacher_loss = 0;    // FedNoRo's noise statistic
+  double boundary_noise = 0;  // FedA3I's noise statistic
   NamedTensors client_state;  // prefixed like RoundTicket::client_state
   int64_t bytes_in = 0;
 };
 
-// Losses finite and >= 0, validation Dice and reliability in [0, 1]; the error names the site.
+// Losses finite and >= 0, validation Dice, reliability and boundary noise in [0, 1]; the error
+// names the site.
 absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission);
 
 class Coordinator {
@@ -102,6 +114,10 @@ class Coordinator {
                                          const torch::Tensor& g2);
   absl::StatusOr<torch::Tensor> Evaluate(const std::string& site, int64_t round,
                                          const torch::Tensor& a1);
+  // Forward-only a1 → a2 through the teacher's body (methods with a teacher): the global body
+  // as the round opened (β = 0) or its moving average.
+  absl::StatusOr<torch::Tensor> Teacher(const std::string& site, int64_t round,
+                                        const torch::Tensor& a1);
   // The site's trained front and back and its scalars; the round closes when every
   // participant has submitted or failed, or at the deadline.
   absl::Status Submit(const std::string& site, SiteSubmission submission);
@@ -117,6 +133,8 @@ class Coordinator {
 
   // The global model as it stands (front, body and back), e.g. for the final model file.
   SplitModel GlobalModel();
+  // FedNoRo: the sites judged noisy after the warm-up (empty before, and for other methods).
+  std::set<std::string> NoisySites() const;
   // Called on the Run() thread after each completed round with the new global model (the
   // simulator scores it on its held-out test set here). Set before Run().
   using RoundObserver = std::function<void(int64_t round, SplitModel& global)>;
@@ -153,6 +171,13 @@ class Coordinator {
   // SFLV2: parks `site` until the shared body is its turn. Called with `mutex_` unheld.
   absl::Status WaitForTurn(const std::string& site, int64_t round);
   void AdvanceTurnLocked();
+  // The global client parts plus the method's extra trainable state; `mutex_` held.
+  NamedTensors ClientStateLocked();
+  // Moves the teacher's body towards the global body (called as a round opens).
+  void UpdateTeacherLocked();
+  // FedNoRo: once the warm-up is over, splits the sites by their teacher losses.
+  void FlagNoisySites(const std::vector<SiteUpdate>& updates,
+                      const std::map<std::string, double>& teacher_losses);
 
   RunOptions options_;
   RunStore* store_;
@@ -173,6 +198,11 @@ class Coordinator {
   size_t turn_ = 0;
   RoundObserver observer_;
   SplitModel global_;
+  NamedTensors extra_state_;  // "loss.log_variances" for SplitFed-CL with learned weights
+  UNetSegment teacher_body_{nullptr};
+  std::mutex teacher_mutex_;
+  std::set<std::string> noisy_sites_;
+  bool noise_decided_ = false;
   SiteUpdate client_template_;  // the global front/back's names and shapes, to check updates
 };
 

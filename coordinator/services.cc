@@ -14,6 +14,26 @@
 namespace splitfed {
 namespace {
 
+// The site's share of the run's method for one round.
+void WriteSiteMethod(const MethodOptions& m, const RoundTicket& ticket, v1::SiteMethod* out) {
+  if (m.name == "splitfed-cl") out->set_kind(v1::SiteMethod::COLEARNING);
+  if (m.name == "fednoro") out->set_kind(v1::SiteMethod::FEDNORO);
+  if (m.name == "feda3i") out->set_kind(v1::SiteMethod::FEDA3I);
+  out->set_warming_up(ticket.warming_up);
+  out->set_refinement(m.refinement == RefinementMode::kHard  ? v1::SiteMethod::REFINE_HARD
+                      : m.refinement == RefinementMode::kOff ? v1::SiteMethod::REFINE_OFF
+                                                             : v1::SiteMethod::REFINE_SOFT);
+  out->set_kappa(m.kappa);
+  out->set_consistency(m.consistency);
+  out->set_consistency_weight(m.ConsistencyWeight(ticket.round));
+  out->set_learned_loss_weights(m.learned_loss_weights);
+  out->set_tau_min(m.threshold.tau_min);
+  out->set_min_gap(m.threshold.min_gap);
+  out->set_fixed_tau(m.threshold.fixed_tau);
+  out->set_distil(ticket.distil);
+  out->set_distillation_weight(m.distillation_weight);
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
@@ -102,6 +122,7 @@ struct CoordinatorServer::Services {
       settings->set_activation_encoding(EncodingOf(o.activation_encoding));
       settings->set_shuffle_seed(ticket->shuffle_seed);
       settings->set_deadline_unix_ms(ticket->deadline_unix_ms);
+      WriteSiteMethod(o.method, *ticket, settings->mutable_method());
       int64_t bytes = chunk.ByteSizeLong();
       bool ok = writer->Write(chunk);
       for (const auto& [name, t] : ticket->client_state) {
@@ -140,6 +161,8 @@ struct CoordinatorServer::Services {
       submission.validation_loss = sc.validation_loss();
       submission.validation_dice = sc.validation_dice();
       submission.reliability = sc.reliability();
+      submission.teacher_loss = sc.teacher_loss();
+      submission.boundary_noise = sc.boundary_noise();
       if (auto st = CheckSubmissionScalars(*site, submission); !st.ok()) {
         LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
                      << "\"";
@@ -221,6 +244,9 @@ struct CoordinatorServer::Services {
             break;
           case v1::SplitMessage::EVAL:
             reply = s_->coordinator->Evaluate(*site, round, *t);
+            break;
+          case v1::SplitMessage::TEACHER:
+            reply = s_->coordinator->Teacher(*site, round, *t);
             break;
           default:
             return fail(absl::InvalidArgumentError(
@@ -374,11 +400,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
-std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel() {
+std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel(
+    std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+        interceptors) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return server_->InProcessChannel(args);
+  if (interceptors.empty()) return server_->InProcessChannel(args);
+  return server_->experimental().InProcessChannelWithInterceptors(args, std::move(interceptors));
 }
 
 void CoordinatorServer::Shutdown() {

@@ -4,6 +4,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <grpcpp/support/client_interceptor.h>
 
 #include "absl/status/statusor.h"
 #include "coordinator/coordinator.h"
@@ -40,7 +43,10 @@ class CoordinatorServer {
 
   int port() const { return port_; }
   // A channel into this server without sockets (same process); insecure-mode identity.
-  std::shared_ptr<grpc::Channel> InProcessChannel();
+  // `interceptors` see every call (tests record what a site sends with them).
+  std::shared_ptr<grpc::Channel> InProcessChannel(
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+          interceptors = {});
   void Shutdown();
 
  private:

@@ -242,16 +242,29 @@ std::vector<std::string> ExperimentConfig::SiteNames() const {
 }
 
 const std::vector<std::string>& KnownMethods() {
-  static const std::vector<std::string> methods = {"splitfed", "oracle", "qa-splitfed",
-                                                   "median", "trimmed-mean"};
+  static const std::vector<std::string> methods = {
+      "splitfed",    "oracle",  "qa-splitfed", "median",
+      "trimmed-mean", "feda3i", "fednoro",     "splitfed-cl",
+      "splitfed-cl-no-refinement", "splitfed-cl-no-consistency", "splitfed-cl-fixed-weights",
+      "splitfed-cl-fedavg",        "splitfed-cl-fixed-tau"};
   return methods;
 }
 
-std::string AggregationOf(const std::string& method) {
-  if (method == "qa-splitfed") return "quality";
-  if (method == "median") return "median";
-  if (method == "trimmed-mean") return "trimmed-mean";
-  return "fedavg";  // splitfed and the oracle
+RunMethod MethodOf(const std::string& method, const MethodOptions& base) {
+  RunMethod r{base, ""};
+  r.method.name = "splitfed";  // the oracle too: FedAvg on clean labels
+  if (method == "qa-splitfed") r.aggregation = "quality";
+  if (method == "median" || method == "trimmed-mean") r.aggregation = method;
+  if (method == "feda3i" || method == "fednoro") r.method.name = method;
+  if (method.rfind("splitfed-cl", 0) == 0) {
+    r.method.name = "splitfed-cl";
+    if (method == "splitfed-cl-no-refinement") r.method.refinement = RefinementMode::kOff;
+    if (method == "splitfed-cl-no-consistency") r.method.consistency = false;
+    if (method == "splitfed-cl-fixed-weights") r.method.learned_loss_weights = false;
+    if (method == "splitfed-cl-fedavg") r.aggregation = "fedavg";
+    if (method == "splitfed-cl-fixed-tau") r.method.threshold.fixed_tau = true;
+  }
+  return r;
 }
 
 ExperimentConfig DefaultExperiment() {
@@ -292,7 +305,8 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   SIM_RETURN_IF_ERROR(top.String("name", &c.name));
   SIM_RETURN_IF_ERROR(top.String("out", &c.out_dir));
   c.out_dir = path(c.out_dir);
-  for (const char* t : {"data", "partition", "federation", "experiment", "noise"}) top.Node(t);
+  for (const char* t : {"data", "partition", "federation", "experiment", "method", "noise"})
+    top.Node(t);
   SIM_RETURN_IF_ERROR(top.RejectUnknown());
 
   absl::StatusOr<const toml::table*> data = sub("data");
@@ -355,6 +369,22 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   SIM_RETURN_IF_ERROR(e.Strings("methods", &c.methods));
   SIM_RETURN_IF_ERROR(e.Seeds("seeds", &c.seeds));
   SIM_RETURN_IF_ERROR(e.RejectUnknown());
+
+  absl::StatusOr<const toml::table*> method = sub("method");
+  if (!method.ok()) return method.status();
+  TableReader m(*method, source, "method");
+  SIM_RETURN_IF_ERROR(m.Int("warmup_rounds", &c.method.warmup_rounds, 0, 100000));
+  SIM_RETURN_IF_ERROR(m.Double("teacher_beta", &c.method.teacher_beta, 0, 0.999));
+  SIM_RETURN_IF_ERROR(m.Int("ramp_rounds", &c.method.ramp_rounds, 0, 100000));
+  SIM_RETURN_IF_ERROR(m.Double("tau_min", &c.method.threshold.tau_min, 0, 1));
+  SIM_RETURN_IF_ERROR(m.Double("min_gap", &c.method.threshold.min_gap, 0, 1e6));
+  SIM_RETURN_IF_ERROR(m.Double("kappa", &c.method.kappa, 0.01, 1));
+  std::string refinement = RefinementName(c.method.refinement);
+  SIM_RETURN_IF_ERROR(m.String("refinement", &refinement));
+  if (auto st = ParseRefinement(refinement, &c.method.refinement); !st.ok())
+    return Bad(source, "method.refinement", std::string(st.message()));
+  SIM_RETURN_IF_ERROR(m.Double("distillation_weight", &c.method.distillation_weight, 0, 1));
+  SIM_RETURN_IF_ERROR(m.RejectUnknown());
 
   if (const toml::node* n = doc.get("noise")) {
     const toml::array* list = n->as_array();
@@ -470,7 +500,12 @@ std::string ExperimentToToml(const ExperimentConfig& c) {
   std::vector<std::string> seeds;
   for (uint64_t s : c.seeds) seeds.push_back(std::to_string(s));
   o << "methods = " << QuotedList(c.methods) << "\nseeds = [" << absl::StrJoin(seeds, ", ")
-    << "]\n";
+    << "]\n\n[method]\n";
+  o << "warmup_rounds = " << c.method.warmup_rounds << "\nteacher_beta = " << c.method.teacher_beta
+    << "\nramp_rounds = " << c.method.ramp_rounds << "\ntau_min = " << c.method.threshold.tau_min
+    << "\nmin_gap = " << c.method.threshold.min_gap << "\nkappa = " << c.method.kappa
+    << "\nrefinement = " << Quoted(RefinementName(c.method.refinement))
+    << "\ndistillation_weight = " << c.method.distillation_weight << "\n";
   for (const NoiseSetting& n : c.noise) {
     o << "\n[[noise]]\nname = " << Quoted(n.name) << "\nsite = [\n";
     for (const SiteNoise& s : n.sites)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "colearning/method.h"
 #include "sim/label_noise.h"
 #include "sim/partition.h"
 
@@ -81,15 +82,26 @@ struct ExperimentConfig {
   std::vector<uint64_t> seeds = {1};
   std::vector<NoiseSetting> noise;
 
+  // [method]: the settings the teacher methods share (warm-up, teacher β, ramp-in, τ_min, δ,
+  // κ, FedNoRo's distillation weight); each method then sets its own switches.
+  MethodOptions method;
+
   std::vector<std::string> SiteNames() const;  // site-1, site-2, ...
 };
 
-// The methods this build can run, all on the same split pipeline and plain loss:
-// "splitfed" (FedAvg), "oracle" (FedAvg on clean labels), "qa-splitfed" (quality-weighted by
-// validation loss), "median" and "trimmed-mean" (coordinate-wise robust aggregation).
+// The methods this build can run, all on the same split pipeline: "splitfed" (FedAvg),
+// "oracle" (FedAvg on clean labels), "qa-splitfed" (quality-weighted by validation loss),
+// "median" and "trimmed-mean" (coordinate-wise robust aggregation), "feda3i", "fednoro",
+// "splitfed-cl" and its ablations "splitfed-cl-no-refinement", "-no-consistency",
+// "-fixed-weights", "-fedavg", "-fixed-tau".
 const std::vector<std::string>& KnownMethods();
-// The coordinator's aggregation rule for a method (aggregation/aggregator.h).
-std::string AggregationOf(const std::string& method);
+// What the coordinator runs for a simulator method: the learning method (starting from the
+// experiment's [method] settings) and the aggregation rule (empty: the method's default).
+struct RunMethod {
+  MethodOptions method;
+  std::string aggregation;
+};
+RunMethod MethodOf(const std::string& method, const MethodOptions& base);
 
 // The built-in experiment (about 3 minutes on 2 cores): phantoms at 64², 4 sites of 48
 // images, 2 of which have 80 % of their masks dilated; 20 rounds × 2 local epochs; FedAvg

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "colearning/reliability.h"
 #include "datasets/png_io.h"
 
 namespace splitfed::sim {
@@ -187,7 +188,7 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
   std::string rounds_csv = "method,noise,seed,round,test_dice,test_iou,test_hd95\n";
   std::string sites_csv =
       "method,noise,seed,round,site,included,train_loss,validation_dice,aggregation_weight,"
-      "reliability,bytes_in,bytes_out\n";
+      "reliability,bytes_in,bytes_out,flagged,detection_precision,detection_recall\n";
   std::string rounds_jsonl, sites_jsonl;
   for (const RunResult& r : runs)
     for (const RoundResult& round : r.rounds) {
@@ -198,10 +199,11 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                              {"round", round.round}, {"test", ScoresJson(round.test)}};
       rounds_jsonl += line.dump() + "\n";
       for (const SiteRoundResult& s : round.sites) {
-        absl::StrAppendFormat(&sites_csv, "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d\n",
+        absl::StrAppendFormat(&sites_csv, "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%.4f,%.4f\n",
                               Csv(r.method), Csv(r.noise), r.seed, round.round, Csv(s.site),
                               s.included ? 1 : 0, s.train_loss, s.validation_dice,
-                              s.aggregation_weight, s.reliability, s.bytes_in, s.bytes_out);
+                              s.aggregation_weight, s.reliability, s.bytes_in, s.bytes_out,
+                              s.flagged, s.detection_precision, s.detection_recall);
         nlohmann::json site = {{"method", r.method},
                                {"noise", r.noise},
                                {"seed", r.seed},
@@ -213,7 +215,10 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                                {"aggregation_weight", s.aggregation_weight},
                                {"reliability", s.reliability},
                                {"bytes_in", s.bytes_in},
-                               {"bytes_out", s.bytes_out}};
+                               {"bytes_out", s.bytes_out},
+                               {"flagged", s.flagged},
+                               {"detection_precision", s.detection_precision},
+                               {"detection_recall", s.detection_recall}};
         sites_jsonl += site.dump() + "\n";
       }
     }
@@ -313,6 +318,23 @@ absl::Status WriteNoisePreviews(const ExperimentConfig& config, const NoiseSetti
   std::error_code ec;
   fs::create_directories(folder, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(folder.string(), ": ", ec.message()));
+  // How far each site's masks are from the truth, measured: the mean foreground Dice of its
+  // masks against the clean ones, over all its images and over the corrupted ones.
+  std::string quality = "site,images,corrupted,mask_dice_all,mask_dice_corrupted\n";
+  for (const SiteData& site : data.sites) {
+    const std::vector<double> dice = colearning::PerImageReliability(
+        site.annotated.masks, site.clean.masks, site.clean.num_classes);
+    double all = 0, corrupted = 0;
+    int64_t n_corrupted = 0;
+    for (size_t i = 0; i < dice.size(); ++i) {
+      all += dice[i];
+      if (site.corrupted[i]) corrupted += dice[i], ++n_corrupted;
+    }
+    absl::StrAppendFormat(&quality, "%s,%d,%d,%.4f,%.4f\n", Csv(site.name), dice.size(),
+                          n_corrupted, dice.empty() ? 1.0 : all / dice.size(),
+                          n_corrupted ? corrupted / n_corrupted : 1.0);
+  }
+  if (auto s = WriteFile(folder / "mask_quality.csv", quality); !s.ok()) return s;
   for (const SiteData& site : data.sites) {
     std::vector<int64_t> picks;  // corrupted images first, then any, up to four
     for (int64_t i = 0; i < site.clean.size() && picks.size() < 4; ++i)

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -139,7 +140,9 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   o.split = *split;
   o.image_size = c.image_size;
   o.seed = plan.seed;
-  o.aggregation = AggregationOf(plan.method);
+  const RunMethod method = MethodOf(plan.method, c.method);
+  o.method = method.method;
+  o.aggregation = method.aggregation;
   absl::StatusOr<SplitMode> mode = ParseSplitMode(c.mode);
   if (!mode.ok()) return mode.status();
   o.mode = *mode;
@@ -224,6 +227,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   const auto started = std::chrono::steady_clock::now();
   std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
   std::vector<std::unique_ptr<SiteClient>> clients;
+  // SplitFed-CL's flags per (site, round), scored against the images the simulator corrupted.
+  struct Detection {
+    int64_t flagged = 0;
+    double precision = -1, recall = -1;
+  };
+  std::mutex detection_mutex;
+  std::map<std::pair<std::string, int64_t>, Detection> detections;
   std::vector<std::future<absl::StatusOr<SiteRunSummary>>> site_runs;
   for (const SiteData& site : data.sites) {
     SiteClientOptions so;
@@ -252,6 +262,23 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       e.epoch = epoch;
       e.loss = loss;
       if (progress_) progress_(e);
+    };
+    so.on_reliability = [&, name = site.name, corrupted = site.corrupted](
+                            int64_t round, const std::vector<double>&,
+                            const std::vector<bool>& reliable) {
+      // The site trains on its first images (the rest validate), in the loaded order.
+      int64_t flagged = 0, hits = 0, truly = 0;
+      for (size_t i = 0; i < reliable.size() && i < corrupted.size(); ++i) {
+        flagged += !reliable[i];
+        truly += corrupted[i];
+        hits += !reliable[i] && corrupted[i];
+      }
+      Detection d;
+      d.flagged = flagged;
+      if (flagged > 0) d.precision = static_cast<double>(hits) / flagged;
+      if (truly > 0) d.recall = static_cast<double>(hits) / truly;
+      std::lock_guard<std::mutex> lock(detection_mutex);
+      detections[{name, round}] = d;
     };
     const int64_t n_val = std::max<int64_t>(set.size() >= 4 ? 1 : 0,
                                             static_cast<int64_t>(set.size() * c.validation_fraction));
@@ -301,6 +328,11 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       s.reliability = m.reliability.value_or(1);
       s.bytes_in = m.bytes_in;
       s.bytes_out = m.bytes_out;
+      if (auto d = detections.find({m.site, m.round}); d != detections.end()) {
+        s.flagged = d->second.flagged;
+        s.detection_precision = d->second.precision;
+        s.detection_recall = d->second.recall;
+      }
       r.sites.push_back(s);
     }
   if (result.rounds.empty()) return absl::InternalError("the run completed no round");

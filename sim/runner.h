@@ -29,6 +29,10 @@ struct SiteRoundResult {
   double aggregation_weight = 0;
   double reliability = 1;
   int64_t bytes_in = 0, bytes_out = 0;
+  // SplitFed-CL's detection against the images the simulator corrupted (−1: not scored, e.g.
+  // another method, or no image flagged / corrupted for precision / recall).
+  int64_t flagged = -1;
+  double detection_precision = -1, detection_recall = -1;
 };
 
 struct RoundResult {

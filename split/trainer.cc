@@ -40,10 +40,17 @@ absl::StatusOr<torch::Tensor> LocalBody::Evaluate(const torch::Tensor& a1) {
   return a2;
 }
 
-SiteTrainer::SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options)
-    : front_(std::move(front)), back_(std::move(back)), options_(options), client_(front_, back_) {
+SiteTrainer::SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options,
+                         BatchObjective* objective)
+    : front_(std::move(front)),
+      back_(std::move(back)),
+      options_(options),
+      client_(front_, back_),
+      objective_(objective) {
   std::vector<torch::Tensor> params = front_->parameters();
   for (const torch::Tensor& p : back_->parameters()) params.push_back(p);
+  if (objective_)
+    for (const torch::Tensor& p : objective_->parameters()) params.push_back(p);
   optimizer_ =
       std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options.learning_rate));
 }
@@ -71,15 +78,19 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
     const torch::Tensor images = set.images.index_select(0, idx);
     const torch::Tensor masks = set.masks.index_select(0, idx);
     optimizer_->zero_grad();
-    const torch::Tensor a1 = client_.Forward(images);
+    const torch::Tensor a1 = client_.Forward(objective_ ? objective_->Inputs(idx, images) : images);
     absl::StatusOr<torch::Tensor> a2 = body.Forward(a1);
     if (!a2.ok()) return a2.status();
-    const ClientStep::BackResult back = client_.Backward(
-        *a2, [&](const torch::Tensor& logits) { return SegmentationLoss(logits, masks, options_.loss); });
+    const ClientStep::BackResult back =
+        client_.Backward(*a2, [&](const torch::Tensor& logits) {
+          return objective_ ? objective_->Loss(idx, logits, masks)
+                            : SegmentationLoss(logits, masks, options_.loss);
+        });
     absl::StatusOr<torch::Tensor> g1 = body.Backward(back.g2);
     if (!g1.ok()) return g1.status();
     client_.FinishBackward(*g1);
     optimizer_->step();
+    if (objective_) objective_->AfterStep();
     loss_sum += back.loss * (end - begin);
     stats.images += end - begin;
   }

@@ -26,6 +26,11 @@ class BodyLink {
   virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) = 0;
   virtual absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) = 0;
   virtual absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) = 0;
+  // Forward-only a1 → a2 through the teacher's body (methods with a teacher).
+  virtual absl::StatusOr<torch::Tensor> Teacher(const torch::Tensor& a1) {
+    (void)a1;
+    return absl::UnimplementedError("this body link has no teacher");
+  }
 };
 
 // A body with its own Adam optimiser: the coordinator keeps one per site (SFLV1), and the
@@ -45,6 +50,20 @@ class LocalBody : public BodyLink {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 
+// How a batch is trained when the plain loss on the site's own masks is not all (SplitFed-CL,
+// FedNoRo's distillation). The trainer asks it which images to push through the split for a
+// batch (the batch itself, or more, e.g. a perturbed copy) and for the loss of their logits.
+class BatchObjective {
+ public:
+  virtual ~BatchObjective() = default;
+  virtual torch::Tensor Inputs(const torch::Tensor& indices, const torch::Tensor& images) = 0;
+  virtual torch::Tensor Loss(const torch::Tensor& indices, const torch::Tensor& logits,
+                             const torch::Tensor& masks) = 0;
+  // Trainable tensors beyond the front and back, stepped by the site's optimiser.
+  virtual std::vector<torch::Tensor> parameters() { return {}; }
+  virtual void AfterStep() {}
+};
+
 struct TrainerOptions {
   double learning_rate = 1e-3;
   int64_t batch_size = 8;
@@ -60,7 +79,9 @@ struct EpochStats {
 // The site's half: front and back with one Adam optimiser over both.
 class SiteTrainer {
  public:
-  SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options);
+  // `objective` (optional, not owned, outlives the trainer) replaces the plain loss.
+  SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptions& options,
+              BatchObjective* objective = nullptr);
   ~SiteTrainer();
 
   // One pass over `set` in an order drawn from `shuffle_seed`; the last partial batch is kept
@@ -85,6 +106,7 @@ class SiteTrainer {
   UNetSegment back_;
   TrainerOptions options_;
   ClientStep client_;
+  BatchObjective* objective_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 

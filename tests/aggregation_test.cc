@@ -186,8 +186,55 @@ TEST(ReliabilityWeighted, WeightsByImagesTimesEpsilonPlusReliability) {
   EXPECT_FALSE(rule.Weights({WithReliability("a", 10, 1.5)}).ok());
 }
 
+TEST(DistanceAware, IsFedAvgUntilSitesAreFlaggedThenDampsTheFarNoisyOnes) {
+  DistanceAware rule;
+  // Clean a at 0; noisy b at distance 3 from a, noisy c at distance 6 (the farthest).
+  std::vector<SiteUpdate> updates = {Values("a", 10, {0, 0, 0}), Values("b", 20, {3, 0, 0}),
+                                     Values("c", 10, {0, 6, 0})};
+  const auto plain = *rule.Weights(updates);
+  EXPECT_DOUBLE_EQ(plain[1], 0.5) << "nobody flagged: FedAvg";
+  updates[1].flagged_noisy = updates[2].flagged_noisy = true;
+  const auto w = *rule.Weights(updates);
+  // d_b = 3/6, d_c = 6/6: raw 10, 20·e^(−0.5), 10·e^(−1).
+  const double ra = 10, rb = 20 * std::exp(-0.5), rc = 10 * std::exp(-1.0);
+  EXPECT_NEAR(w[0], ra / (ra + rb + rc), 1e-12);
+  EXPECT_NEAR(w[1], rb / (ra + rb + rc), 1e-12);
+  EXPECT_NEAR(w[2], rc / (ra + rb + rc), 1e-12);
+  // Everyone flagged: no clean reference, FedAvg again.
+  updates[0].flagged_noisy = true;
+  EXPECT_DOUBLE_EQ((*rule.Weights(updates))[1], 0.5);
+}
+
+TEST(LayerwiseQuality, ShallowEntriesFollowImageCountsDeepOnesQuality) {
+  LayerwiseQuality rule({"enc1", "mid", "head"});
+  EXPECT_DOUBLE_EQ(rule.Depth("front.enc1.conv.weight"), 0.0);
+  EXPECT_DOUBLE_EQ(rule.Depth("mid.0.bias"), 0.5);
+  EXPECT_DOUBLE_EQ(rule.Depth("back.head.conv.weight"), 1.0);
+  EXPECT_DOUBLE_EQ(rule.Depth("loss.log_variances"), 1.0) << "unknown: deepest";
+  auto site = [](const std::string& name, int64_t n, double noise, float v) {
+    SiteUpdate u;
+    u.site = name;
+    u.num_images = n;
+    u.boundary_noise = noise;
+    for (const char* key : {"front.enc1.w", "mid.w", "back.head.w"}) u.state[key] = torch::tensor({v});
+    return u;
+  };
+  // Equal counts; a has boundary noise 0.05, b 0.45: quality 1/0.1 : 1/0.5 = 10 : 2.
+  const std::vector<SiteUpdate> updates = {site("a", 10, 0.05, 1.0f), site("b", 10, 0.45, 0.0f)};
+  const auto q = *rule.Weights(updates);
+  EXPECT_NEAR(q[0], 10.0 / 12.0, 1e-12);
+  const NamedTensors out = *rule.Aggregate(updates);
+  EXPECT_NEAR(out.at("front.enc1.w").item<float>(), 0.5, 1e-6) << "λ = 0: by image count";
+  EXPECT_NEAR(out.at("mid.w").item<float>(), 0.5 * 0.5 + 0.5 * 10.0 / 12.0, 1e-6);
+  EXPECT_NEAR(out.at("back.head.w").item<float>(), 10.0 / 12.0, 1e-6) << "λ = 1: by quality";
+  std::vector<SiteUpdate> bad = updates;
+  bad[1].boundary_noise = 1.5;
+  EXPECT_FALSE(rule.Weights(bad).ok());
+}
+
 TEST(MakeAggregator, KnowsEveryRuleAndNamesThemWhenAsked) {
-  for (const char* name : {"fedavg", "quality", "reliability", "median", "trimmed-mean"}) {
+  for (const char* name : {"fedavg", "quality", "reliability", "median", "trimmed-mean",
+                           "distance", "layerwise-quality"}) {
     auto rule = MakeAggregator(name);
     ASSERT_TRUE(rule.ok()) << name;
     EXPECT_EQ((*rule)->name(), name);

@@ -1,4 +1,5 @@
-// SplitFed-CL's formulas on small hand-made tensors with exact expected values.
+// SplitFed-CL's formulas and the site objectives on small hand-made tensors with exact
+// expected values.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -6,6 +7,8 @@
 
 #include "colearning/refinement.h"
 #include "colearning/reliability.h"
+#include "colearning/site_objective.h"
+#include "split/loss.h"
 
 namespace splitfed::colearning {
 namespace {
@@ -131,6 +134,130 @@ TEST(WeightedLoss, IsKendallsSumWithItsGradient) {
   EXPECT_NEAR(clamped.item<double>(), 0.5 * std::exp(-5.0) + 2.5, 1e-6);  // float32
   clamped.backward();
   EXPECT_DOUBLE_EQ(far.grad()[0].item<double>(), 0.0);
+}
+
+// ---- The site objectives (colearning/site_objective.h) ----------------------------------------
+
+TEST(BoundaryNoise, CountsDisagreementsInTheBandAroundEitherBoundary) {
+  // One 1×5 row. Teacher 0 0 1 1 1, mask 0 1 1 1 1: boundary pixels are {1, 2} (teacher) and
+  // {0, 1} (mask); the band of width 1 around them is {0, 1, 2, 3}; they differ at pixel 1.
+  const torch::Tensor teacher = torch::tensor({0, 0, 1, 1, 1}).view({1, 1, 5});
+  const torch::Tensor mask = torch::tensor({0, 1, 1, 1, 1}).view({1, 1, 5});
+  EXPECT_DOUBLE_EQ(BoundaryNoise(teacher, mask, 1), 0.25);
+  EXPECT_DOUBLE_EQ(BoundaryNoise(teacher, teacher, 1), 0.0);
+  // An image with no boundary at all does not count; none at all gives 0.
+  EXPECT_DOUBLE_EQ(BoundaryNoise(torch::zeros({1, 1, 5}, torch::kLong),
+                                 torch::zeros({1, 1, 5}, torch::kLong), 1),
+                   0.0);
+}
+
+TEST(DistillationObjective, BlendsTheSegmentationLossWithTheKlToTheTeacher) {
+  TeacherOutputs teacher;
+  teacher.probs = torch::tensor({0.8f, 0.2f}).view({1, 2, 1, 1});
+  DistillationObjective objective(teacher, 0.5);
+  const torch::Tensor logits = torch::zeros({1, 2, 1, 1});
+  const torch::Tensor mask = torch::zeros({1, 1, 1}, torch::kLong);
+  const double kl = 0.8 * std::log(0.8 / 0.5) + 0.2 * std::log(0.2 / 0.5);
+  const double expected = 0.5 * SegmentationLoss(logits, mask).item<double>() + 0.5 * kl;
+  EXPECT_NEAR(objective.Loss(torch::tensor({0}), logits, mask).item<double>(), expected, 1e-6);
+}
+
+// Two 1×2×2 images with 2 classes: the teacher agrees with image 0's mask and contradicts
+// image 1's, so with a fixed τ image 0 is reliable (r = 1) and image 1 is not (r = 0).
+struct TwoImages {
+  SegmentationSet set;
+  TeacherOutputs teacher;
+  TwoImages() {
+    set.images = torch::rand({2, 1, 2, 2});
+    set.masks = torch::tensor({1, 0, 0, 0, 1, 1, 0, 0}).view({2, 2, 2});
+    set.num_classes = 2;
+    teacher.labels = torch::tensor({1, 0, 0, 0, 0, 0, 1, 1}).view({2, 2, 2});
+    teacher.probs = torch::one_hot(teacher.labels, 2).permute({0, 3, 1, 2}).to(torch::kFloat) * 0.8 + 0.1;
+    teacher.losses = {0.1, 2.0};
+  }
+};
+
+CoLearningRound FixedTauRound() {
+  CoLearningRound r;
+  r.threshold.fixed_tau = true;
+  r.consistency = false;
+  r.learned_loss_weights = false;
+  return r;
+}
+
+TEST(CoLearningObjective, KeepsReliableMasksAndRefinesTheOthersTowardsTheFusion) {
+  TwoImages d;
+  CoLearningObjective objective(FixedTauRound(), d.teacher, d.set, torch::zeros({3}));
+  EXPECT_EQ(objective.reliability(), (std::vector<double>{1.0, 0.0}));
+  EXPECT_EQ(objective.reliable(), (std::vector<bool>{true, false}));
+  EXPECT_DOUBLE_EQ(objective.site_reliability(), 0.5);
+  const torch::Tensor logits = torch::randn({2, 2, 2, 2});
+  const torch::Tensor idx = torch::tensor({0, 1});
+  // s = 0: ½·L_rel + ½·L_unrel, with r_1 = 0 so ỹ_1 is the fusion itself.
+  const torch::Tensor fused =
+      FusedPrediction(d.teacher.probs.slice(0, 1, 2), torch::softmax(logits.slice(0, 1, 2), 1));
+  const double expected =
+      0.5 * SegmentationLoss(logits.slice(0, 0, 1), d.set.masks.slice(0, 0, 1)).item<double>() +
+      0.5 * SegmentationLoss(logits.slice(0, 1, 2), fused).item<double>();
+  EXPECT_NEAR(objective.Loss(idx, logits, d.set.masks).item<double>(), expected, 1e-6);
+  EXPECT_TRUE(objective.parameters().empty()) << "fixed weights are not trained";
+
+  // Ablation: no refinement drops the unreliable image.
+  CoLearningRound off = FixedTauRound();
+  off.refinement = RefinementMode::kOff;
+  CoLearningObjective dropping(off, d.teacher, d.set, torch::zeros({3}));
+  EXPECT_NEAR(dropping.Loss(idx, logits, d.set.masks).item<double>(),
+              0.5 * SegmentationLoss(logits.slice(0, 0, 1), d.set.masks.slice(0, 0, 1)).item<double>(),
+              1e-6);
+  // Warm-up: every image reliable, its own mask.
+  CoLearningRound warm = FixedTauRound();
+  warm.warming_up = true;
+  CoLearningObjective warming(warm, d.teacher, d.set, torch::zeros({3}));
+  EXPECT_DOUBLE_EQ(warming.site_reliability(), 1.0);
+  EXPECT_NEAR(warming.Loss(idx, logits, d.set.masks).item<double>(),
+              0.5 * SegmentationLoss(logits, d.set.masks).item<double>(), 1e-6);
+}
+
+TEST(CoLearningObjective, AddsAPerturbedCopyForConsistencyAndLearnsTheLossWeights) {
+  TwoImages d;
+  CoLearningRound round = FixedTauRound();
+  round.consistency = true;
+  round.consistency_weight = 0.5;
+  round.learned_loss_weights = true;
+  round.refinement = RefinementMode::kOff;
+  CoLearningObjective objective(round, d.teacher, d.set, torch::tensor({0.0f, 0.0f, 1.0f}));
+  const torch::Tensor idx = torch::tensor({0, 1});
+  const torch::Tensor inputs = objective.Inputs(idx, d.set.images);
+  ASSERT_EQ(inputs.size(0), 4);
+  EXPECT_TRUE(torch::equal(inputs.slice(0, 0, 2), d.set.images)) << "the clean batch first";
+  EXPECT_FALSE(torch::equal(inputs.slice(0, 2, 4), d.set.images));
+  const torch::Tensor logits = torch::randn({4, 2, 2, 2}, torch::requires_grad());
+  const double rel = SegmentationLoss(logits.slice(0, 0, 1), d.set.masks.slice(0, 0, 1)).item<double>();
+  const double cons = 0.5 * (torch::softmax(logits.slice(0, 2, 4), 1) - d.teacher.probs)
+                                .pow(2).sum(1).mean().item<double>();
+  // Σ ½·e^(−s_j)·L_j + ½·s_j with s = (0, –, 1).
+  const torch::Tensor loss = objective.Loss(idx, logits, d.set.masks);
+  EXPECT_NEAR(loss.item<double>(), 0.5 * rel + 0.5 * std::exp(-1.0) * cons + 0.5, 1e-6);
+  ASSERT_EQ(objective.parameters().size(), 1u);
+  loss.backward();
+  const torch::Tensor grad = objective.parameters()[0].grad();
+  // ∂/∂s_j = ½ − ½·e^(−s_j)·L_j; the absent unreliable term has none.
+  EXPECT_NEAR(grad[0].item<double>(), 0.5 - 0.5 * rel, 1e-6);
+  EXPECT_EQ(grad[1].item<double>(), 0.0);
+  EXPECT_NEAR(grad[2].item<double>(), 0.5 - 0.5 * std::exp(-1.0) * cons, 1e-6);
+}
+
+TEST(Perturb, KeepsTheShapeIsSeededAndChangesTheImages) {
+  const torch::Tensor images = torch::rand({3, 1, 8, 8});
+  std::mt19937_64 a(7), b(7), c(8);
+  const torch::Tensor pa = Perturb(images, a), pb = Perturb(images, b), pc = Perturb(images, c);
+  EXPECT_EQ(pa.sizes(), images.sizes());
+  EXPECT_TRUE(torch::equal(pa, pb)) << "same seed, same perturbation";
+  EXPECT_FALSE(torch::equal(pa, pc));
+  EXPECT_FALSE(torch::equal(pa, images));
+  // Mild: contrast, ±0.15 brightness, blur and σ ≤ 0.05 keep images within about 0.4 of the
+  // originals on a [0, 1] range.
+  EXPECT_LT((pa - images).abs().max().item<double>(), 0.8);
 }
 
 }  // namespace

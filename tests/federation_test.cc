@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -306,6 +307,149 @@ TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
 
 // A site waiting for a round that cannot open yet (min_sites = 2, one site) keeps saying it is
 // alive: its "last seen" in the store moves on while it waits.
+// Records every message a site sends, serialized as it goes on the wire, with its method.
+class SendRecorder : public grpc::experimental::Interceptor {
+ public:
+  using Log = std::vector<std::pair<std::string, std::string>>;
+  SendRecorder(std::string method, Log* log, std::mutex* mutex)
+      : method_(std::move(method)), log_(log), mutex_(mutex) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      grpc::ByteBuffer* buffer = methods->GetSerializedSendMessage();
+      std::vector<grpc::Slice> slices;
+      std::string bytes;
+      if (buffer && buffer->Dump(&slices).ok())
+        for (const grpc::Slice& slice : slices)
+          bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      std::lock_guard<std::mutex> lock(*mutex_);
+      log_->emplace_back(method_, std::move(bytes));
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::string method_;
+  Log* log_;
+  std::mutex* mutex_;
+};
+
+class SendRecorderFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  SendRecorderFactory(SendRecorder::Log* log, std::mutex* mutex) : log_(log), mutex_(mutex) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return new SendRecorder(info->method(), log_, mutex_);
+  }
+
+ private:
+  SendRecorder::Log* log_;
+  std::mutex* mutex_;
+};
+
+TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
+  // SplitFed-CL with a one-round warm-up, so that later rounds refine masks and use the
+  // teacher; FedNoRo-style teacher losses and FedA3I's statistic are plain scalars.
+  RunOptions options = SmallRun({"a", "b"}, 3);
+  options.method.name = "splitfed-cl";
+  options.method.warmup_rounds = 1;
+  options.method.threshold.fixed_tau = true;  // a young teacher: most masks look unreliable
+  store_ = *RunStore::Open((dir_ / "run.db").string());
+  auto c = Coordinator::Create(options, store_.get());
+  ASSERT_TRUE(c.ok()) << c.status();
+  coordinator_ = std::move(*c);
+  auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
+  SendRecorder::Log sent;
+  std::mutex sent_mutex;
+  std::vector<std::future<absl::StatusOr<SiteRunSummary>>> sites;
+  int64_t refining_rounds = 0;
+  std::mutex refining_mutex;
+  for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"a", 41},
+                                                                               {"b", 42}})
+    sites.push_back(std::async(std::launch::async, [&, name = name, seed = seed] {
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> rec;
+      rec.push_back(std::make_unique<SendRecorderFactory>(&sent, &sent_mutex));
+      SiteClientOptions o;
+      o.channel = server_->InProcessChannel(std::move(rec));
+      o.insecure_site_name = name;
+      o.load_data = Phantoms(seed, 20);
+      o.max_reconnects = 3;
+      o.initial_backoff_seconds = 0.05;
+      o.on_reliability = [&](int64_t, const std::vector<double>&, const std::vector<bool>& ok) {
+        std::lock_guard<std::mutex> lock(refining_mutex);
+        refining_rounds += std::count(ok.begin(), ok.end(), false) > 0;
+      };
+      return SiteClient(o).Run();
+    }));
+  ExpectRunFinishes(180s);
+  for (auto& f : sites) ASSERT_TRUE(f.get().ok());
+  EXPECT_GT(refining_rounds, 0) << "no round refined a mask: the test would prove little";
+
+  // What a site holds: its images, masks and (at this size) the teacher's and refined
+  // per-class maps. None may leave; only a1 and g2 of the cut's shapes, the client parts'
+  // weights by name, and scalars may.
+  const ActivationShapes cut = coordinator_->cut_shapes();
+  const NamedTensors allowed = [&] {
+    SplitModel m = MakeSplitModel(options.model, options.split);
+    NamedTensors out;
+    for (auto& [k, t] : ExtractState(*m.front)) out["front." + k] = t;
+    for (auto& [k, t] : ExtractState(*m.back)) out["back." + k] = t;
+    out["loss.log_variances"] = torch::zeros({3});
+    return out;
+  }();
+  std::vector<std::string> image_rows;
+  for (uint64_t seed : {41, 42}) {
+    SegmentationSet set = *Phantoms(seed, 20)({32, 32, 1, 4});
+    for (int64_t i = 0; i < set.size(); ++i) {
+      const torch::Tensor row = set.images[i][0][16].contiguous();
+      image_rows.emplace_back(static_cast<const char*>(row.data_ptr()), row.nbytes());
+      // A mask row all of one class is a run of zero bytes, which ReLU activations have too.
+      const torch::Tensor mask_row = set.masks[i][16].contiguous();
+      if (std::get<0>(at::_unique(mask_row)).numel() > 1)
+        image_rows.emplace_back(static_cast<const char*>(mask_row.data_ptr()), mask_row.nbytes());
+    }
+  }
+  auto per_image = [](const v1::Tensor& t) {
+    return std::vector<int64_t>(t.shape().begin() + (t.shape_size() ? 1 : 0), t.shape().end());
+  };
+  int64_t split_messages = 0, state_entries = 0;
+  ASSERT_FALSE(sent.empty());
+  for (const auto& [method, bytes] : sent) {
+    for (const std::string& row : image_rows)
+      ASSERT_EQ(bytes.find(row), std::string::npos) << method << " carries image or mask bytes";
+    if (method == "/splitfed.v1.Split/Train") {
+      v1::SplitMessage m;
+      ASSERT_TRUE(m.ParseFromString(bytes));
+      const auto expected = m.kind() == v1::SplitMessage::GRADIENT ? cut.a2 : cut.a1;
+      EXPECT_EQ(per_image(m.tensor()), expected) << "split message kind " << m.kind();
+      ++split_messages;
+    } else if (method == "/splitfed.v1.Federation/SubmitUpdate") {
+      v1::UpdateChunk chunk;
+      ASSERT_TRUE(chunk.ParseFromString(bytes));
+      if (!chunk.has_state()) {
+        EXPECT_TRUE(chunk.has_scalars());
+        continue;
+      }
+      auto it = allowed.find(chunk.state().name());
+      ASSERT_NE(it, allowed.end()) << "an update sent '" << chunk.state().name() << "'";
+      std::vector<int64_t> shape(chunk.state().tensor().shape().begin(),
+                                 chunk.state().tensor().shape().end());
+      EXPECT_EQ(shape, it->second.sizes().vec()) << chunk.state().name();
+      ++state_entries;
+    } else {
+      EXPECT_TRUE(method == "/splitfed.v1.Federation/Join" ||
+                  method == "/splitfed.v1.Federation/WaitRound" ||
+                  method == "/splitfed.v1.Federation/Heartbeat")
+          << "unexpected call " << method;
+    }
+  }
+  EXPECT_GT(split_messages, 0);
+  EXPECT_GT(state_entries, 0);
+}
+
 TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   StartCoordinator(SmallRun({"a", "b"}, 1));
   SiteClientOptions o = SiteOptions("a", Phantoms(41, 12));

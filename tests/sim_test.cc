@@ -268,6 +268,41 @@ TEST(SimRun, MutualTlsTransportSflV2AndARobustRuleRunEndToEnd) {
 
 // Sites and the coordinator share one process and torch's global generator; the same seed
 // must still give the same run, to the last digit.
+TEST(SimRun, SplitFedClFindsTheCorruptedMasksAfterTheWarmUp) {
+  // Half of site 3's masks dilated; SplitFed-CL's default detection (mixture on the teacher's
+  // losses and τ_min) after a 6-round warm-up, scored against the images the simulator
+  // corrupted. Deterministic: one thread per op and a fixed seed.
+  const fs::path out = fs::temp_directory_path() / ("splitfed_sim_detect_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  ExperimentConfig c = Tiny(out);
+  c.base_width = 16;
+  c.images_per_site = 40;
+  c.rounds = 9;
+  c.local_epochs = 2;
+  c.methods = {"splitfed-cl"};
+  c.method.warmup_rounds = 6;
+  ASSERT_EQ(c.noise[0].sites[2].image_fraction, 0.5);
+  ExperimentRunner runner(c, nullptr);
+  auto results = runner.Run();
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 1u);
+  int64_t scored = 0;
+  for (const RoundResult& round : results->front().rounds)
+    for (const SiteRoundResult& site : round.sites) {
+      if (round.round <= 6) {
+        EXPECT_EQ(site.flagged, 0) << "warm-up: every image reliable";
+        continue;
+      }
+      if (site.site != "site-3") continue;
+      EXPECT_GE(site.detection_precision, 0.8) << "round " << round.round;
+      EXPECT_GE(site.detection_recall, 0.8) << "round " << round.round;
+      EXPECT_LT(site.reliability, 0.8) << "q_k reflects the corrupted half";
+      ++scored;
+    }
+  EXPECT_EQ(scored, 3);
+  fs::remove_all(out);
+}
+
 TEST(SimRun, TheSameSeedGivesTheSameRun) {
   std::vector<std::vector<RoundResult>> twice;
   for (int i = 0; i < 2; ++i) {

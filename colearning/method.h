@@ -1,0 +1,48 @@
+// A learning method as a run option (docs/ALGORITHM.md §3-4, §10): what each site computes
+// besides plain split training, and which aggregation rule the coordinator uses by default.
+// Shared by the coordinator (which decides per round), the CLI and the simulator.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "colearning/reliability.h"
+
+namespace splitfed {
+
+enum class RefinementMode { kSoft, kHard, kOff };
+
+struct MethodOptions {
+  // "splitfed" (plain FedAvg split training), "splitfed-cl", "fednoro" or "feda3i".
+  std::string name = "splitfed";
+  int64_t warmup_rounds = 3;  // R_w: every image reliable, FedAvg weights
+  double teacher_beta = 0.0;  // θ_T ← β·θ_T + (1−β)·θ_G; 0: the last global model
+  // SplitFed-CL
+  RefinementMode refinement = RefinementMode::kSoft;
+  double kappa = 0.8;                // hard refinement's least teacher probability
+  bool consistency = true;
+  int64_t ramp_rounds = 5;           // T_r of the consistency ramp-in
+  bool learned_loss_weights = true;  // false: s fixed at 0 (equal weights)
+  colearning::ThresholdOptions threshold;
+  // FedNoRo [ours: reconstruction]
+  double distillation_weight = 0.8;  // λ in (1−λ)·L_seg + λ·KL(teacher ‖ student)
+
+  absl::Status Validate() const;
+  bool UsesTeacher() const { return name != "splitfed"; }
+  bool WarmingUp(int64_t round) const { return round <= warmup_rounds; }
+  // The aggregation rule a run uses when none is named: fedavg, reliability, distance,
+  // layerwise-quality.
+  std::string DefaultAggregation() const;
+  // The consistency term's weight [ours: the ramp starts after the warm-up, since the
+  // teacher is not trusted before]: 0 during the warm-up, then with t = round − R_w,
+  // w_c = exp(−5·(1 − t/T_r)²) for t < T_r and 1 after.
+  double ConsistencyWeight(int64_t round) const;
+};
+
+const std::vector<std::string>& KnownMethodNames();
+const char* RefinementName(RefinementMode mode);                      // soft | hard | off
+absl::Status ParseRefinement(const std::string& text, RefinementMode* mode);
+
+}  // namespace splitfed
