@@ -55,12 +55,18 @@ torch::Tensor Perturb(const torch::Tensor& images, std::mt19937_64& rng) {
     const double sigma = 0.05 * unit(rng);
     x = (x - x.mean()) * contrast + x.mean() + brightness;
     if (blur) {
+      // A 3×3 blur is meant for images of about 128² [ours]: on smaller ones it smears whole
+      // structures (at 32² it stopped training altogether), so its strength scales with the
+      // size: the blurred image is mixed in with weight min(1, H/128).
       const int64_t c = x.size(0);
-      x = torch::nn::functional::conv2d(
+      const torch::Tensor blurred =
+          torch::nn::functional::conv2d(
               torch::replication_pad2d(x.unsqueeze(0), {1, 1, 1, 1}),
               blur_kernel.expand({c, 1, 3, 3}).contiguous(),
               torch::nn::functional::Conv2dFuncOptions().groups(c))
               .squeeze(0);
+      const double strength = std::min(1.0, static_cast<double>(x.size(1)) / 128.0);
+      x = (1 - strength) * x + strength * blurred;
     }
     x = x + sigma * torch::randn(x.sizes(), noise, x.options());
     // Sites feed the model per-image standardised intensities: give the perturbed image the
