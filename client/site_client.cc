@@ -225,6 +225,9 @@ struct SiteClient::Impl {
     {
       grpc::ClientContext context;
       Prepare(&context);
+      // The coordinator answers within its 30 s long-poll; past that the answer was lost and
+      // the site asks again (the coordinator then hands out the same round).
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(75));
       Active active(this, &context);
       v1::WaitRoundRequest request;
       request.set_last_round(summary->rounds_completed);

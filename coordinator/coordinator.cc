@@ -193,7 +193,12 @@ absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, doub
       t.finished = true;
       return t;
     }
-    if (round_ > 0 && participants_.count(site) && ticket_round_[site] != round_) {
+    // A participant that asks again before submitting or failing never received its ticket
+    // (the answer was lost on the way): it gets the same one again.
+    auto p = participants_.find(site);
+    const bool handed = ticket_round_[site] == round_;
+    if (round_ > 0 && p != participants_.end() &&
+        (!handed || (!p->second->submitted && !p->second->failed))) {
       ticket_round_[site] = round_;
       it->second.waiting = false;
       RoundTicket t;

@@ -307,6 +307,24 @@ TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
 
 // A site waiting for a round that cannot open yet (min_sites = 2, one site) keeps saying it is
 // alive: its "last seen" in the store moves on while it waits.
+TEST(CoordinatorRounds, AParticipantWhoseTicketWasLostGetsTheSameRoundAgain) {
+  RunOptions o = SmallRun({"a"}, 1);
+  auto c = Coordinator::Create(o, nullptr);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Join("a", 10).ok());
+  auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
+  absl::StatusOr<RoundTicket> first = (*c)->WaitRound("a", 20, nullptr);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->round, 1);
+  // The answer never reached the site, which asks again: same round, same global state.
+  absl::StatusOr<RoundTicket> again = (*c)->WaitRound("a", 20, nullptr);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->round, 1);
+  EXPECT_EQ(again->client_state.size(), first->client_state.size());
+  (*c)->Stop();
+  ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+}
+
 // Records every message a site sends, serialized as it goes on the wire, with its method.
 class SendRecorder : public grpc::experimental::Interceptor {
  public:
