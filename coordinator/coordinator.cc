@@ -79,10 +79,14 @@ absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmissio
   auto in_range = [](double v, double lo, double hi) {
     return std::isfinite(v) && v >= lo && v <= hi;
   };
-  if (!in_range(submission.train_loss, 0, 1e12) || !in_range(submission.validation_loss, 0, 1e12))
+  // A training objective may be negative (SplitFed-CL's learned weights add ½·s terms); the
+  // validation loss is a plain segmentation loss and weighs sites in QA-SplitFed.
+  if (!in_range(submission.train_loss, -1e12, 1e12) ||
+      !in_range(submission.validation_loss, 0, 1e12))
     return absl::InvalidArgumentError(absl::StrCat(
         "site '", site, "' reports losses ", submission.train_loss, " (training) and ",
-        submission.validation_loss, " (validation); losses must be finite and >= 0"));
+        submission.validation_loss,
+        " (validation); both must be finite and the validation loss >= 0"));
   if (!in_range(submission.validation_dice, 0, 1) || !in_range(submission.reliability, 0, 1) ||
       !in_range(submission.boundary_noise, 0, 1))
     return absl::InvalidArgumentError(absl::StrCat(
@@ -333,16 +337,22 @@ std::set<std::string> Coordinator::NoisySites() const {
 absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submission) {
   auto p = ActiveParticipant(site, submission.round);
   if (!p.ok()) return p.status();
+  // A refused update leaves the site out of the round at once (the others need not wait for
+  // the deadline); the error says why.
+  auto refuse = [&](const absl::Status& why) {
+    MarkFailed(site, submission.round, absl::StrCat("update refused: ", why.message()));
+    return why;
+  };
   if (submission.num_images < 1)
-    return absl::InvalidArgumentError(
-        absl::StrCat("site '", site, "' reports ", submission.num_images, " images"));
-  if (auto s = CheckSubmissionScalars(site, submission); !s.ok()) return s;
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("site '", site, "' reports ", submission.num_images, " images")));
+  if (auto s = CheckSubmissionScalars(site, submission); !s.ok()) return refuse(s);
   // The update must fit the global parts exactly and hold finite values.
   SiteUpdate candidate;
   candidate.site = site;
   candidate.num_images = submission.num_images;
   candidate.state = submission.client_state;
-  if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return s;
+  if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return refuse(s);
   std::lock_guard<std::mutex> lock(mutex_);
   (*p)->submission = std::move(submission);
   (*p)->submitted = true;

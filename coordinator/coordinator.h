@@ -85,8 +85,8 @@ struct SiteSubmission {
   int64_t bytes_in = 0;
 };
 
-// Losses finite and >= 0, validation Dice, reliability and boundary noise in [0, 1]; the error
-// names the site.
+// Losses finite (the validation loss >= 0), validation Dice, reliability and boundary noise in
+// [0, 1]; the error names the site.
 absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission);
 
 class Coordinator {
@@ -119,7 +119,8 @@ class Coordinator {
   absl::StatusOr<torch::Tensor> Teacher(const std::string& site, int64_t round,
                                         const torch::Tensor& a1);
   // The site's trained front and back and its scalars; the round closes when every
-  // participant has submitted or failed, or at the deadline.
+  // participant has submitted or failed, or at the deadline. A refused update (bad scalars,
+  // missing, mis-shaped or non-finite entries) leaves the site out of the round.
   absl::Status Submit(const std::string& site, SiteSubmission submission);
   // The site failed mid-round (stream broken, bad data): it is left out of this round.
   void MarkFailed(const std::string& site, int64_t round, const std::string& why);

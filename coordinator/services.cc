@@ -166,6 +166,8 @@ struct CoordinatorServer::Services {
       if (auto st = CheckSubmissionScalars(*site, submission); !st.ok()) {
         LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
                      << "\"";
+        s_->coordinator->MarkFailed(*site, submission.round,
+                                    absl::StrCat("update refused: ", st.message()));
         return ToGrpc(st);
       }
       int64_t bytes = chunk.ByteSizeLong();
@@ -177,6 +179,8 @@ struct CoordinatorServer::Services {
         if (auto st = DecodeStateEntry(chunk.state(), &submission.client_state); !st.ok()) {
           LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
                        << "\"";
+          s_->coordinator->MarkFailed(*site, submission.round,
+                                      absl::StrCat("update refused: ", st.message()));
           return ToGrpc(st);
         }
       }

@@ -288,13 +288,21 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
         std::async(std::launch::async, [client = clients.back().get()] { return client->Run(); }));
   }
 
-  bool stopped = false;
+  bool stopped = false, site_gave_up = false;
   while (run.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
     if (stopping_ && !stopped) {
       stopped = true;
       coord.Stop();
       for (auto& client : clients) client->Stop();
     }
+    // Every simulated site is needed for every round: one that gave up (its error is reported
+    // below) would leave the coordinator waiting for ever.
+    for (auto& f : site_runs)
+      if (!site_gave_up && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+        site_gave_up = true;
+        coord.Stop();
+        for (auto& client : clients) client->Stop();
+      }
   }
   absl::Status run_status = run.get();
   scoring.wait();
