@@ -325,6 +325,33 @@ TEST(CoordinatorRounds, AParticipantWhoseTicketWasLostGetsTheSameRoundAgain) {
   ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
 }
 
+TEST(CoordinatorRounds, ARefusedUpdateLeavesTheSiteOutWithoutWaitingForTheDeadline) {
+  RunOptions o = SmallRun({"a", "b"}, 1);
+  o.min_sites = 1;
+  o.round_deadline_seconds = 600;
+  auto c = Coordinator::Create(o, nullptr);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Join("a", 10).ok());
+  ASSERT_TRUE((*c)->Join("b", 10).ok());
+  auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
+  auto ticket_a = std::async(std::launch::async, [&] { return (*c)->WaitRound("a", 20, nullptr); });
+  absl::StatusOr<RoundTicket> b = (*c)->WaitRound("b", 20, nullptr);
+  absl::StatusOr<RoundTicket> a = ticket_a.get();
+  ASSERT_TRUE(a.ok() && b.ok());
+  SiteSubmission bad;
+  bad.round = 1;
+  bad.num_images = 10;
+  bad.client_state = a->client_state;
+  bad.client_state.begin()->second = bad.client_state.begin()->second.clone().fill_(NAN);
+  EXPECT_TRUE(absl::IsInvalidArgument((*c)->Submit("a", bad)));
+  SiteSubmission good = bad;
+  good.client_state = b->client_state;
+  ASSERT_TRUE((*c)->Submit("b", good).ok());
+  // The round closes with b alone, long before the 10-minute deadline.
+  ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(run.get().ok());
+}
+
 // Records every message a site sends, serialized as it goes on the wire, with its method.
 class SendRecorder : public grpc::experimental::Interceptor {
  public:
