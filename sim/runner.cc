@@ -227,6 +227,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   const auto started = std::chrono::steady_clock::now();
   std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
   std::vector<std::unique_ptr<SiteClient>> clients;
+  std::atomic<bool> site_failed{false};
   // SplitFed-CL's flags per (site, round), scored against the images the simulator corrupted.
   struct Detection {
     int64_t flagged = 0;
@@ -284,8 +285,11 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
                                             static_cast<int64_t>(set.size() * c.validation_fraction));
     result.images_trained += (set.size() - n_val) * c.local_epochs * c.rounds;
     clients.push_back(std::make_unique<SiteClient>(so));
-    site_runs.push_back(
-        std::async(std::launch::async, [client = clients.back().get()] { return client->Run(); }));
+    site_runs.push_back(std::async(std::launch::async, [&, client = clients.back().get()] {
+      absl::StatusOr<SiteRunSummary> r = client->Run();
+      if (!r.ok()) site_failed = true;
+      return r;
+    }));
   }
 
   bool stopped = false, site_gave_up = false;
@@ -296,13 +300,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       for (auto& client : clients) client->Stop();
     }
     // Every simulated site is needed for every round: one that gave up (its error is reported
-    // below) would leave the coordinator waiting for ever.
-    for (auto& f : site_runs)
-      if (!site_gave_up && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-        site_gave_up = true;
-        coord.Stop();
-        for (auto& client : clients) client->Stop();
-      }
+    // below) would leave the coordinator waiting for ever. (A site that simply finished is
+    // not one: sites finish once the coordinator has.)
+    if (site_failed && !site_gave_up && !stopping_) {
+      site_gave_up = true;
+      coord.Stop();
+      for (auto& client : clients) client->Stop();
+    }
   }
   absl::Status run_status = run.get();
   scoring.wait();
