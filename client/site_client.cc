@@ -30,6 +30,18 @@ bool Retryable(const absl::Status& s) {
          absl::IsAborted(s) || absl::IsFailedPrecondition(s);
 }
 
+// Loads the "front."- and "back."-prefixed entries of a round's state into the client parts
+// (other entries, such as SplitFed-CL's "loss." weights, are not theirs).
+absl::Status LoadClientParts(const NamedTensors& state, SplitModel& parts) {
+  NamedTensors front, back;
+  for (const auto& [key, t] : state) {
+    if (key.rfind("front.", 0) == 0) front[key.substr(6)] = t;
+    if (key.rfind("back.", 0) == 0) back[key.substr(5)] = t;
+  }
+  if (auto s = LoadState(*parts.front, front); !s.ok()) return s;
+  return LoadState(*parts.back, back);
+}
+
 // The coordinator's body as seen through one Split stream.
 class StreamBody : public BodyLink {
  public:
@@ -252,13 +264,7 @@ struct SiteClient::Impl {
 
     // 2. Build the client parts from the global weights.
     SplitModel parts = MakeSplitModel(model, cut);
-    NamedTensors front, back;
-    for (const auto& [key, t] : state) {
-      if (key.rfind("front.", 0) == 0) front[key.substr(6)] = t;
-      if (key.rfind("back.", 0) == 0) back[key.substr(5)] = t;
-    }
-    if (auto s = LoadState(*parts.front, front); !s.ok()) return s;
-    if (auto s = LoadState(*parts.back, back); !s.ok()) return s;
+    if (auto s = LoadClientParts(state, parts); !s.ok()) return s;
     TrainerOptions trainer_options;
     trainer_options.learning_rate = settings.learning_rate();
     trainer_options.batch_size = settings.batch_size();
@@ -286,13 +292,8 @@ struct SiteClient::Impl {
     double teacher_loss = 0, boundary_noise = 0, reliability = 1;
     if (method.kind() != v1::SiteMethod::PLAIN) {
       SplitModel teacher = MakeSplitModel(model, cut);
-      NamedTensors teacher_front, teacher_back;
-      for (const auto& [key, t] : UpdateTeacher(state, method.teacher_beta())) {
-        if (key.rfind("front.", 0) == 0) teacher_front[key.substr(6)] = t;
-        if (key.rfind("back.", 0) == 0) teacher_back[key.substr(5)] = t;
-      }
-      if (auto s = LoadState(*teacher.front, teacher_front); !s.ok()) return s;
-      if (auto s = LoadState(*teacher.back, teacher_back); !s.ok()) return s;
+      if (auto s = LoadClientParts(UpdateTeacher(state, method.teacher_beta()), teacher); !s.ok())
+        return s;
       absl::StatusOr<colearning::TeacherOutputs> outputs =
           colearning::RunTeacher(teacher.front, teacher.back, train, body);
       if (!outputs.ok()) return fail_stream(outputs.status());

@@ -100,6 +100,17 @@ class Federation : public ::testing::Test {
     run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
   }
 
+  // A coordinator reachable only through the in-process channel (no socket, insecure names).
+  void StartInProcessCoordinator(const RunOptions& options) {
+    store_ = *RunStore::Open((dir_ / "run.db").string());
+    auto c = Coordinator::Create(options, store_.get());
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = std::move(*c);
+    auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+
   SiteClientOptions SiteOptions(const std::string& site, DataLoader loader) {
     const fs::path k = dir_ / "kit/sites" / site;
     SiteClientOptions o;
@@ -231,13 +242,7 @@ TEST_F(Federation, OneSiteOverGrpcEqualsInProcessSplitTraining) {
 TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
   RunOptions options = SmallRun({"a", "b"}, 1);
   options.mode = SplitMode::kV2;
-  store_ = *RunStore::Open((dir_ / "run.db").string());
-  auto c = Coordinator::Create(options, store_.get());
-  ASSERT_TRUE(c.ok()) << c.status();
-  coordinator_ = std::move(*c);
-  auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt);
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = std::move(*server);
+  ASSERT_NO_FATAL_FAILURE(StartInProcessCoordinator(options));
   EXPECT_EQ(server_->port(), 0) << "no socket in in-process mode";
   run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
   std::vector<std::future<absl::StatusOr<SiteRunSummary>>> sites;
@@ -399,13 +404,7 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
   options.method.name = "splitfed-cl";
   options.method.warmup_rounds = 1;
   options.method.threshold.fixed_tau = true;  // a young teacher: most masks look unreliable
-  store_ = *RunStore::Open((dir_ / "run.db").string());
-  auto c = Coordinator::Create(options, store_.get());
-  ASSERT_TRUE(c.ok()) << c.status();
-  coordinator_ = std::move(*c);
-  auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt);
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = std::move(*server);
+  ASSERT_NO_FATAL_FAILURE(StartInProcessCoordinator(options));
   run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
   SendRecorder::Log sent;
   std::mutex sent_mutex;
