@@ -6,8 +6,10 @@
 
 #include "cli/commands.h"
 #include "split/allocator.h"
+#include "split/openmp_wait.h"
 
 int main(int argc, char** argv) {
+  splitfed::ShortenOpenMpSpin(argv);
   splitfed::KeepTrainingBuffersInHeap();
   CLI::App app{"SplitFed: split federated learning for medical image segmentation"};
   app.require_subcommand(1);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -250,8 +251,49 @@ absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
   if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-  return Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
+  absl::StatusOr<torch::Tensor> result;
+  const absl::Status ran = RunTensorWork(round, [&] {
+    std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
+    result = Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
+  });
+  if (!ran.ok()) return ran;
+  return result;
+}
+
+absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void()>& work) {
+  std::packaged_task<void()> task(work);
+  std::future<void> done = task.get_future();
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (std::this_thread::get_id() == run_thread_) {  // already there (closing the round)
+      lock.unlock();
+      work();
+      return absl::OkStatus();
+    }
+    if (round_ != round || round == 0)
+      return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
+    if (!tensor_work_on_run_thread_) {
+      lock.unlock();
+      work();
+      return absl::OkStatus();
+    }
+    tensor_work_.emplace_back([&task] { task(); });
+  }
+  changed_.notify_all();
+  done.get();  // rethrows what `work` threw
+  return absl::OkStatus();
+}
+
+bool Coordinator::RunQueuedTensorWork(std::unique_lock<std::mutex>& lock) {
+  if (tensor_work_.empty()) return false;
+  while (!tensor_work_.empty()) {
+    std::function<void()> next = std::move(tensor_work_.front());
+    tensor_work_.pop_front();
+    lock.unlock();
+    next();
+    lock.lock();
+  }
+  return true;
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
@@ -276,11 +318,16 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
         "method '", options_.method.name, "' has no teacher: TEACHER messages are refused"));
   if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
   if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
-  std::lock_guard<std::mutex> lock(teacher_mutex_);
-  return Guarded("a1", [&] {
-    torch::NoGradGuard no_grad;
-    return teacher_body_->forward(a1);
+  absl::StatusOr<torch::Tensor> result;
+  const absl::Status ran = RunTensorWork(round, [&] {
+    std::lock_guard<std::mutex> lock(teacher_mutex_);
+    result = Guarded("a1", [&] {
+      torch::NoGradGuard no_grad;
+      return teacher_body_->forward(a1);
+    });
   });
+  if (!ran.ok()) return ran;
+  return result;
 }
 
 NamedTensors Coordinator::ClientStateLocked() {
@@ -436,6 +483,11 @@ SplitModel Coordinator::GlobalModel() {
 }
 
 absl::Status Coordinator::Run() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    run_thread_ = std::this_thread::get_id();
+    tensor_work_on_run_thread_ = torch::get_num_threads() > 1;
+  }
   for (int64_t round = 1; round <= options_.rounds; ++round) {
     bool completed = false;
     while (!completed) {
@@ -542,10 +594,12 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     return false;
   };
   while (!stopping_ && pending() && std::chrono::steady_clock::now() < deadline)
-    changed_.wait_for(lock, std::chrono::milliseconds(200));
+    if (!RunQueuedTensorWork(lock)) changed_.wait_for(lock, std::chrono::milliseconds(200));
 
-  // 4. Close the round; from here on its messages are refused.
+  // 4. Close the round; from here on its messages are refused (work queued before this
+  // still runs, so no caller is left waiting).
   round_ = 0;
+  RunQueuedTensorWork(lock);
   std::map<std::string, std::shared_ptr<Participant>> closed;
   closed.swap(participants_);
   std::map<std::string, SiteState> site_snapshot = sites_;

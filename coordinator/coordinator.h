@@ -4,12 +4,14 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -125,6 +127,20 @@ class Coordinator {
   // The site failed mid-round (stream broken, bad data): it is left out of this round.
   void MarkFailed(const std::string& site, int64_t round, const std::string& why);
   void CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out);
+  // SFLV2: parks `site` until the shared body is its turn (returns at once in SFLV1, or if
+  // the site can no longer take part: the data-plane call then says why). A site keeps the
+  // turn until it submits or fails. Call it before RunTensorWork: waiting must not hold up
+  // the thread that runs everyone's tensor work.
+  absl::Status WaitForTurn(const std::string& site, int64_t round);
+  // Runs `work` (decoding a message, a body step, encoding the reply) where the coordinator
+  // runs its tensor work while `round` is open, and waits for it. With more than one torch
+  // thread that is the thread in Run(): LibTorch parallelises each operation with OpenMP, every
+  // thread running such operations brings its own team of OpenMP workers, and once a process
+  // has more workers than cores libgomp puts idle workers to sleep after every operation, so
+  // each of the hundreds of operations in a step pays a wake-up (measured ~1.5x slower steps,
+  // docs/PERFORMANCE.md). With one torch thread, `work` runs on the caller's thread and sites'
+  // steps run in parallel. kFailedPrecondition if `round` is not open (nothing is run).
+  absl::Status RunTensorWork(int64_t round, const std::function<void()>& work);
   void Heartbeat(const std::string& site);
   int64_t current_round() const;
 
@@ -169,8 +185,8 @@ class Coordinator {
       const std::string& site, int64_t round, const torch::Tensor& input,
       const std::vector<int64_t>& per_image_shape, const char* what,
       absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&));
-  // SFLV2: parks `site` until the shared body is its turn. Called with `mutex_` unheld.
-  absl::Status WaitForTurn(const std::string& site, int64_t round);
+  // Runs the queued tensor work (RunTensorWork) with `lock` released; false if there was none.
+  bool RunQueuedTensorWork(std::unique_lock<std::mutex>& lock);
   void AdvanceTurnLocked();
   // The global client parts plus the method's extra trainable state; `mutex_` held.
   NamedTensors ClientStateLocked();
@@ -196,6 +212,9 @@ class Coordinator {
   std::map<std::string, std::shared_ptr<Participant>> participants_;
   std::map<std::string, int64_t> ticket_round_;  // the round each site was last handed
   std::vector<std::string> turn_order_;  // SFLV2: who trains the shared body, in order
+  bool tensor_work_on_run_thread_ = false;  // torch uses more than one thread per operation
+  std::thread::id run_thread_;
+  std::deque<std::function<void()>> tensor_work_;  // queued for the Run() thread
   size_t turn_ = 0;
   RoundObserver observer_;
   SplitModel global_;

@@ -229,43 +229,18 @@ struct CoordinatorServer::Services {
         s_->coordinator->CountBytes(*site, bytes_in, bytes_out);
         return ToGrpc(st);
       };
-      DecodeLimits limits;
-      limits.expected_dtype = v1::DTYPE_FLOAT32;
-      limits.reject_non_finite = true;
       while (stream->Read(&in)) {
         bytes_in += in.ByteSizeLong();
         round = in.round();
-        const char* what = in.kind() == v1::SplitMessage::GRADIENT ? "g2" : "a1";
-        absl::StatusOr<torch::Tensor> t = DecodeTensor(in.tensor(), limits, what);
-        if (!t.ok()) return fail(t.status());
-        absl::StatusOr<torch::Tensor> reply;
-        switch (in.kind()) {
-          case v1::SplitMessage::ACTIVATION:
-            reply = s_->coordinator->Forward(*site, round, *t);
-            break;
-          case v1::SplitMessage::GRADIENT:
-            reply = s_->coordinator->Backward(*site, round, *t);
-            break;
-          case v1::SplitMessage::EVAL:
-            reply = s_->coordinator->Evaluate(*site, round, *t);
-            break;
-          case v1::SplitMessage::TEACHER:
-            reply = s_->coordinator->Teacher(*site, round, *t);
-            break;
-          default:
-            return fail(absl::InvalidArgumentError(
-                absl::StrCat("unknown split message kind ", static_cast<int>(in.kind()))));
-        }
-        if (!reply.ok()) return fail(reply.status());
-        out.Clear();
-        out.set_kind(in.kind());
-        out.set_round(round);
-        out.set_step(in.step());
-        const WireEncoding encoding = in.tensor().encoding() == v1::ENCODING_FP16
-                                          ? WireEncoding::kFp16
-                                          : WireEncoding::kFp32;
-        if (auto st = EncodeTensor(*reply, encoding, out.mutable_tensor()); !st.ok())
-          return fail(st);
+        if (auto st = s_->coordinator->WaitForTurn(*site, round); !st.ok()) return fail(st);
+        // Decoding, the body's step and encoding the reply all run where the coordinator
+        // runs its tensor work (see Coordinator::RunTensorWork).
+        absl::Status handled;
+        const absl::Status ran = s_->coordinator->RunTensorWork(round, [&] {
+          handled = Answer(*site, in, &out);
+        });
+        if (!ran.ok()) return fail(ran);
+        if (!handled.ok()) return fail(handled);
         bytes_out += out.ByteSizeLong();
         if (!stream->Write(out)) break;
       }
@@ -278,6 +253,45 @@ struct CoordinatorServer::Services {
     }
 
    private:
+    // One split message in, its answer out: a1 → a2, g2 → g1, and so on.
+    absl::Status Answer(const std::string& site, const v1::SplitMessage& in,
+                        v1::SplitMessage* out) {
+      const int64_t round = in.round();
+      DecodeLimits limits;
+      limits.expected_dtype = v1::DTYPE_FLOAT32;
+      limits.reject_non_finite = true;
+      const char* what = in.kind() == v1::SplitMessage::GRADIENT ? "g2" : "a1";
+      absl::StatusOr<torch::Tensor> t = DecodeTensor(in.tensor(), limits, what);
+      if (!t.ok()) return t.status();
+      absl::StatusOr<torch::Tensor> reply;
+      switch (in.kind()) {
+        case v1::SplitMessage::ACTIVATION:
+          reply = s_->coordinator->Forward(site, round, *t);
+          break;
+        case v1::SplitMessage::GRADIENT:
+          reply = s_->coordinator->Backward(site, round, *t);
+          break;
+        case v1::SplitMessage::EVAL:
+          reply = s_->coordinator->Evaluate(site, round, *t);
+          break;
+        case v1::SplitMessage::TEACHER:
+          reply = s_->coordinator->Teacher(site, round, *t);
+          break;
+        default:
+          return absl::InvalidArgumentError(
+              absl::StrCat("unknown split message kind ", static_cast<int>(in.kind())));
+      }
+      if (!reply.ok()) return reply.status();
+      out->Clear();
+      out->set_kind(in.kind());
+      out->set_round(round);
+      out->set_step(in.step());
+      const WireEncoding encoding = in.tensor().encoding() == v1::ENCODING_FP16
+                                        ? WireEncoding::kFp16
+                                        : WireEncoding::kFp32;
+      return EncodeTensor(*reply, encoding, out->mutable_tensor());
+    }
+
     Services* s_;
   };
 

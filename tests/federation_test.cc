@@ -357,6 +357,45 @@ TEST(CoordinatorRounds, ARefusedUpdateLeavesTheSiteOutWithoutWaitingForTheDeadli
   EXPECT_TRUE(run.get().ok());
 }
 
+// With several torch threads per operation, every tensor step of an open round runs on the
+// thread in Run() (one OpenMP team in the process); with one, on the caller's thread.
+TEST(CoordinatorRounds, TensorWorkRunsOnTheRunThreadWhenOperationsAreMultiThreaded) {
+  const int threads_before = torch::get_num_threads();
+  for (int threads : {2, 1}) {
+    SCOPED_TRACE(threads);
+    torch::set_num_threads(threads);
+    RunOptions o = SmallRun({"a"}, 1);
+    auto c = Coordinator::Create(o, nullptr);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Join("a", 10).ok());
+    std::promise<std::thread::id> run_thread;
+    auto run = std::async(std::launch::async, [&] {
+      run_thread.set_value(std::this_thread::get_id());
+      return (*c)->Run();
+    });
+    const std::thread::id run_id = run_thread.get_future().get();
+    absl::StatusOr<RoundTicket> ticket = (*c)->WaitRound("a", 20, nullptr);
+    ASSERT_TRUE(ticket.ok()) << ticket.status();
+    std::thread::id worked_on;
+    ASSERT_TRUE((*c)->RunTensorWork(1, [&] { worked_on = std::this_thread::get_id(); }).ok());
+    EXPECT_EQ(worked_on, threads > 1 ? run_id : std::this_thread::get_id());
+    // A body step takes the same road and answers.
+    std::vector<int64_t> shape = {2};
+    for (int64_t d : (*c)->cut_shapes().a1) shape.push_back(d);
+    absl::StatusOr<torch::Tensor> a2 = (*c)->Forward("a", 1, torch::randn(shape));
+    ASSERT_TRUE(a2.ok()) << a2.status();
+    EXPECT_EQ(a2->size(0), 2);
+    EXPECT_TRUE(absl::IsFailedPrecondition((*c)->RunTensorWork(2, [] {})));  // not open
+    (*c)->Stop();
+    ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+    EXPECT_TRUE(run.get().ok());
+    bool ran = false;
+    EXPECT_TRUE(absl::IsFailedPrecondition((*c)->RunTensorWork(1, [&] { ran = true; })));
+    EXPECT_FALSE(ran);  // refused once the round closed: not run, not left waiting
+  }
+  torch::set_num_threads(threads_before);
+}
+
 // Records every message a site sends, serialized as it goes on the wire, with its method.
 class SendRecorder : public grpc::experimental::Interceptor {
  public:
