@@ -1,33 +1,49 @@
-// The federation over mutual TLS on loopback, measured end to end with real processes: the
-// coordinator runs in this process, each site is a `splitfed client` process. Reports
-// training images/s of a steady round against centralized training of the same U-Net on the
-// same images, bytes on the wire per image (fp32 and fp16 activations), and the
-// coordinator's peak memory for several site counts. Prints a table and writes JSON.
+// The federation on one machine, measured end to end: centralized training of the U-Net
+// versus split training over mutual TLS on loopback (each site a `splitfed client` process,
+// the coordinator in this process) versus split training over gRPC's in-process channel
+// (each site a SiteClient thread here). Reports training images/s, bytes on the wire per
+// image (fp32 and fp16 activations) and the coordinator's peak memory, per site count.
+// Each repeat measures centralized, mTLS and in-process back to back, so ratios compare runs
+// seconds apart on this shared machine; the table gives the median ratio over repeats.
 //
-// Usage: bench_federation_throughput PATH_TO_splitfed [out.json] [threads]
+// Two rates per federated run:
+// - "train img/s": images trained per second of the sites' local epoch (the sites' own clock,
+//   from the first batch to the last, summed over sites running in parallel = total images /
+//   the slowest site's epoch time); this is what centralized training's rate compares with;
+// - "round img/s": trained images per second of the whole round (opening to closing: the
+//   weights down and up, validation, aggregation and the checkpoint included).
 //
-// Threads: centralized training uses 2 torch threads. In a federated run the coordinator
-// process and each site process use `threads` torch threads (default 2): for one site the two
-// sides of the cut take turns (a site waits while the coordinator computes and vice versa), so
-// each can use both cores; with more sites, all processes share the 2 cores.
+// Threads (2 cores): centralized training uses `--threads` torch threads (default 2). Over
+// mTLS the coordinator and every site process use `--threads` too when there is one site
+// (the two sides of the cut take turns, so each may use both cores) and one thread each with
+// more sites (all processes share the cores). In-process, sites and coordinator share one
+// torch pool of max(1, threads / sites) threads per op.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <thread>
 
+#include "client/site_client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
 #include "datasets/phantom.h"
 #include "provision/federation_kit.h"
+#include "store/run_store.h"
 #include "split/allocator.h"
+#include "split/openmp_wait.h"
 #include "split/trainer.h"
 
 namespace {
@@ -37,7 +53,15 @@ using namespace splitfed;
 constexpr int64_t kImagesPerSite = 160;  // 128 train + 32 validation at each site
 constexpr int64_t kTrainPerSite = 128;
 constexpr int64_t kSize = 64;
-int g_threads = 2;  // torch threads of the coordinator and of each site process
+
+struct Settings {
+  std::string splitfed;
+  std::string out = "bench_federation_throughput.json";
+  int threads = 2;
+  std::vector<int> sites = {1, 4, 16};
+  int repeats = 3;
+  std::vector<std::string> transports = {"mtls", "inprocess"};
+};
 
 double PeakRssMiB() {
   std::ifstream status("/proc/self/status");
@@ -56,71 +80,173 @@ double SecondsBetween(const std::string& a, const std::string& b) {
   return seconds(b) - seconds(a);
 }
 
+int ThreadsPerProcess(const Settings& s, int sites) { return sites == 1 ? s.threads : 1; }
+
+// The slowest site's epoch time in `round`, from the sites' `event=epoch` log lines.
+double SlowestEpochSeconds(const std::vector<fs::path>& logs, int64_t round) {
+  const std::regex line("event=epoch .*round=" + std::to_string(round) +
+                        " .*images_per_s=([0-9.eE+-]+)");
+  double slowest = 0;
+  for (const fs::path& log : logs) {
+    std::ifstream in(log);
+    std::string text;
+    std::smatch m;
+    while (std::getline(in, text))
+      if (std::regex_search(text, m, line))
+        slowest = std::max(slowest, kTrainPerSite / std::stod(m[1]));
+  }
+  return slowest;
+}
+
 struct FederatedResult {
-  double images_per_s = 0;
+  double train_images_per_s = 0;
+  double round_images_per_s = 0;
   double bytes_per_image = 0;
   double coordinator_peak_mib = 0;
 };
 
-FederatedResult RunFederated(const std::string& splitfed, int sites, WireEncoding encoding,
-                             const fs::path& dir) {
-  fs::remove_all(dir);
-  std::ofstream("/proc/self/clear_refs") << "5";  // restart the peak-RSS count (VmHWM)
-  KitOptions kit;
-  kit.out_dir = (dir / "kit").string();
-  for (int i = 0; i < sites; ++i) kit.sites.push_back("site" + std::to_string(i));
-  if (auto s = ProvisionFederation(kit); !s.ok()) throw std::runtime_error(std::string(s.message()));
-  RunOptions o;
-  o.rounds = 2;  // round 1 warms up (allocator, connections); round 2 is measured
-  o.enrolled_sites = kit.sites;
-  o.min_sites = sites;
-  o.image_size = kSize;
-  o.activation_encoding = encoding;
-  o.round_open_wait_seconds = 30;
-  auto store = *RunStore::Open((dir / "run.db").string());
-  auto coordinator = *Coordinator::Create(o, store.get());
-  const fs::path k = dir / "kit/coordinator";
-  auto tls = *ReadTlsFiles((k / "coordinator.crt").string(), (k / "coordinator.key").string(),
-                           (k / "ca.crt").string());
-  auto server = *CoordinatorServer::Start(coordinator.get(), store.get(), "127.0.0.1:0", tls);
-  std::vector<pid_t> children;
-  for (int i = 0; i < sites; ++i) {
-    const std::string config = (dir / "kit/sites" / kit.sites[i] / "site.toml").string();
-    const std::string address = "127.0.0.1:" + std::to_string(server->port());
-    const std::string seed = std::to_string(i + 1);
-    const std::string count = std::to_string(kImagesPerSite);
-    std::fflush(stdout);  // a forked child must not print this process's buffered output
-    const pid_t pid = fork();
-    if (pid == 0) {
-      const std::string log = (dir / (kit.sites[i] + ".log")).string();
-      freopen(log.c_str(), "w", stderr);
-      freopen("/dev/null", "w", stdout);
-      execl(splitfed.c_str(), splitfed.c_str(), "client", "--config", config.c_str(),
-            "--coordinator", address.c_str(), "--phantom", count.c_str(), "--seed", seed.c_str(),
-            "--threads", std::to_string(g_threads).c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    children.push_back(pid);
-  }
-  const absl::Status status = coordinator->Run();
-  for (pid_t pid : children) waitpid(pid, nullptr, 0);
-  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
-  const auto rounds = *store->Rounds(coordinator->run_id());
-  const auto metrics = *store->Metrics(coordinator->run_id());
+// Round 2's rates and bytes from the run store.
+FederatedResult Measure(RunStore& store, int64_t run_id, int sites, double train_seconds) {
+  const auto rounds = *store.Rounds(run_id);
+  const auto metrics = *store.Metrics(run_id);
   FederatedResult r;
-  const double seconds = SecondsBetween(rounds[1].started_at, rounds[1].finished_at);
-  r.images_per_s = sites * kTrainPerSite / seconds;
+  r.train_images_per_s = sites * kTrainPerSite / train_seconds;
+  r.round_images_per_s =
+      sites * kTrainPerSite / SecondsBetween(rounds[1].started_at, rounds[1].finished_at);
   int64_t bytes = 0;
   for (const SiteRoundMetrics& m : metrics)
     if (m.round == 2) bytes += m.bytes_in + m.bytes_out;
   r.bytes_per_image = static_cast<double>(bytes) / (sites * kTrainPerSite);
-  r.coordinator_peak_mib = PeakRssMiB();
+  return r;
+}
+
+// Starts `splitfed ARGS...` with stdout and stderr in files.
+pid_t Spawn(const std::string& splitfed, const std::vector<std::string>& args,
+            const fs::path& out, const fs::path& err) {
+  std::fflush(stdout);  // a forked child must not print this process's buffered output
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen(err.c_str(), "w", stderr);
+    freopen(out.c_str(), "w", stdout);
+    std::vector<char*> argv = {const_cast<char*>(splitfed.c_str())};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(splitfed.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The coordinator's port, once its "waiting for ... on port N" line appears.
+int WaitForPort(const fs::path& out) {
+  const std::regex line("on port ([0-9]+)");
+  for (int tries = 0; tries < 600; ++tries) {
+    std::ifstream in(out);
+    std::string text;
+    std::smatch m;
+    while (std::getline(in, text))
+      if (std::regex_search(text, m, line)) return std::stoi(m[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("the coordinator did not start (see " + out.string() + ")");
+}
+
+// Everything in its own process, as in production: `splitfed coordinator` and one
+// `splitfed client` per site, over mutual TLS on loopback.
+FederatedResult RunOverTls(const Settings& s, int sites, WireEncoding encoding,
+                           const fs::path& dir) {
+  fs::remove_all(dir);
+  KitOptions kit;
+  kit.out_dir = (dir / "kit").string();
+  for (int i = 0; i < sites; ++i) kit.sites.push_back("site" + std::to_string(i));
+  if (auto st = ProvisionFederation(kit); !st.ok())
+    throw std::runtime_error(std::string(st.message()));
+  const std::string threads = std::to_string(ThreadsPerProcess(s, sites));
+  const fs::path db = dir / "run.db";
+  const pid_t coordinator = Spawn(
+      s.splitfed,
+      {"coordinator", "--config", (dir / "kit/coordinator/coordinator.toml").string(),
+       "--listen", "127.0.0.1:0", "--rounds", "2", "--min-sites", std::to_string(sites),
+       "--image-size", std::to_string(kSize), "--activation-encoding",
+       encoding == WireEncoding::kFp16 ? "fp16" : "fp32", "--db", db.string(), "--threads",
+       threads},
+      dir / "coordinator.out", dir / "coordinator.log");
+  const std::string address = "127.0.0.1:" + std::to_string(WaitForPort(dir / "coordinator.out"));
+  std::vector<pid_t> children;
+  std::vector<fs::path> logs;
+  for (int i = 0; i < sites; ++i) {
+    logs.push_back(dir / (kit.sites[i] + ".log"));
+    children.push_back(Spawn(
+        s.splitfed,
+        {"client", "--config", (dir / "kit/sites" / kit.sites[i] / "site.toml").string(),
+         "--coordinator", address, "--phantom", std::to_string(kImagesPerSite), "--seed",
+         std::to_string(i + 1), "--threads", threads},
+        "/dev/null", logs.back()));
+  }
+  for (pid_t pid : children) waitpid(pid, nullptr, 0);
+  int status = 0;
+  rusage usage{};
+  wait4(coordinator, &status, 0, &usage);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("the coordinator failed (see " + (dir / "coordinator.log").string() +
+                             ")");
+  auto store = *RunStore::Open(db.string());
+  const auto runs = *store->Runs();
+  FederatedResult r = Measure(*store, runs.back().id, sites, SlowestEpochSeconds(logs, 2));
+  r.coordinator_peak_mib = usage.ru_maxrss / 1024.0;  // kilobytes on Linux
+  return r;
+}
+
+// Sites as SiteClient threads in this process, over the coordinator's in-process channel.
+FederatedResult RunInProcess(const Settings& s, int sites, const fs::path& dir) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream("/proc/self/clear_refs") << "5";  // restart the peak-RSS count (VmHWM)
+  torch::set_num_threads(std::max(1, s.threads / sites));
+  RunOptions o;
+  o.rounds = 2;  // round 1 warms up (allocator, connections); round 2 is measured
+  for (int i = 0; i < sites; ++i) o.enrolled_sites.push_back("site" + std::to_string(i));
+  o.min_sites = sites;
+  o.image_size = kSize;
+  auto store = *RunStore::Open((dir / "run.db").string());
+  auto coordinator = *Coordinator::Create(o, store.get());
+  auto server = *CoordinatorServer::Start(coordinator.get(), store.get(), "", std::nullopt);
+  std::mutex mutex;
+  double slowest_epoch = 0;
+  std::vector<std::unique_ptr<SiteClient>> clients;
+  std::vector<std::future<absl::StatusOr<SiteRunSummary>>> runs;
+  for (int i = 0; i < sites; ++i) {
+    SiteClientOptions c;
+    c.channel = server->InProcessChannel();
+    c.insecure_site_name = o.enrolled_sites[i];
+    c.heartbeat_seconds = 0;
+    c.load_data = [i](const DataRequest&) -> absl::StatusOr<SegmentationSet> {
+      PhantomOptions p;  // what `splitfed client --phantom 160 --seed i+1` generates
+      p.count = kImagesPerSite;
+      p.height = p.width = kSize;
+      p.seed = i + 1;
+      return GeneratePhantoms(p);
+    };
+    c.on_epoch = [&](const EpochReport& e) {
+      if (e.round != 2) return;
+      std::lock_guard<std::mutex> lock(mutex);
+      slowest_epoch = std::max(slowest_epoch, e.seconds);
+    };
+    clients.push_back(std::make_unique<SiteClient>(c));
+    runs.push_back(std::async(std::launch::async,
+                              [client = clients.back().get()] { return client->Run(); }));
+  }
+  const absl::Status status = coordinator->Run();
+  for (auto& r : runs) r.get().IgnoreError();
+  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
+  FederatedResult r = Measure(*store, coordinator->run_id(), sites, slowest_epoch);
+  r.coordinator_peak_mib = PeakRssMiB();  // the whole process: coordinator and sites
   server->Shutdown();
   return r;
 }
 
-double RunCentralized(int sites) {
-  torch::set_num_threads(2);
+double RunCentralized(const Settings& s, int sites) {
+  torch::set_num_threads(s.threads);
   torch::manual_seed(1);
   RunOptions o;
   SplitModel m = MakeSplitModel(o.model, o.split);
@@ -136,46 +262,101 @@ double RunCentralized(int sites) {
   return stats->images / stats->seconds;
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s PATH_TO_splitfed [out.json] [threads]\n", argv[0]);
-    return 2;
-  }
+  // The same OpenMP spin policy as `splitfed` (for the in-process runs; centralized training
+  // was measured not to depend on it, docs/PERFORMANCE.md).
+  ShortenOpenMpSpin(argv);
+  Settings s;
+  CLI::App app{"SplitFed federation throughput: centralized vs mTLS vs in-process"};
+  app.add_option("splitfed", s.splitfed, "Path to the splitfed executable")->required();
+  app.add_option("--out", s.out, "JSON results");
+  app.add_option("--threads", s.threads, "Core budget: torch threads of centralized training");
+  app.add_option("--sites", s.sites, "Site counts")->delimiter(',');
+  app.add_option("--repeats", s.repeats, "Repeats of every measurement");
+  app.add_option("--transports", s.transports, "mtls, inprocess")->delimiter(',');
+  CLI11_PARSE(app, argc, argv);
   KeepTrainingBuffersInHeap();
   FLAGS_minloglevel = 2;  // keep the table readable
-  const std::string splitfed = argv[1];
-  const std::string out = argc > 2 ? argv[2] : "bench_federation_throughput.json";
-  if (argc > 3) g_threads = std::stoi(argv[3]);
   const fs::path dir = fs::temp_directory_path() / ("splitfed_bench_" + std::to_string(getpid()));
-  nlohmann::json results = nlohmann::json::array();
-  std::printf("%-6s %-6s %16s %16s %8s %16s %14s\n", "sites", "acts", "central img/s",
-              "mTLS img/s", "ratio", "bytes/image", "coord peak MiB");
-  for (int sites : {1, 4, 16}) {
-    for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
-      if (sites == 16 && e == WireEncoding::kFp16) continue;
-      const double central = RunCentralized(sites);
-      torch::set_num_threads(g_threads);
-      const FederatedResult f = RunFederated(splitfed, sites, e, dir);
-      const char* name = e == WireEncoding::kFp16 ? "fp16" : "fp32";
-      std::printf("%-6d %-6s %16.1f %16.1f %8.3f %16.0f %14.0f\n", sites, name, central,
-                  f.images_per_s, f.images_per_s / central, f.bytes_per_image,
-                  f.coordinator_peak_mib);
-      std::fflush(stdout);
-      results.push_back({{"sites", sites},
-                         {"activations", name},
-                         {"centralized_images_per_s", central},
-                         {"federated_images_per_s", f.images_per_s},
-                         {"ratio", f.images_per_s / central},
-                         {"bytes_per_image", f.bytes_per_image},
-                         {"coordinator_peak_rss_mib", f.coordinator_peak_mib},
-                         {"image_size", kSize},
-                         {"train_images_per_site", kTrainPerSite}});
+  const bool tls = std::count(s.transports.begin(), s.transports.end(), "mtls") > 0;
+  const bool inprocess = std::count(s.transports.begin(), s.transports.end(), "inprocess") > 0;
+
+  nlohmann::json runs = nlohmann::json::array();
+  std::printf("%-6s %-7s %-10s %-5s %12s %12s %12s %8s %12s %10s\n", "repeat", "sites",
+              "transport", "acts", "central", "train img/s", "round img/s", "ratio",
+              "bytes/image", "coord MiB");
+  auto record = [&](int repeat, int sites, const char* transport, const char* acts,
+                    double central, const FederatedResult& f) {
+    const double ratio = f.train_images_per_s / central;
+    std::printf("%-6d %-7d %-10s %-5s %12.1f %12.1f %12.1f %8.3f %12.0f %10.0f\n", repeat, sites,
+                transport, acts, central, f.train_images_per_s, f.round_images_per_s, ratio,
+                f.bytes_per_image, f.coordinator_peak_mib);
+    std::fflush(stdout);
+    runs.push_back({{"repeat", repeat},
+                    {"sites", sites},
+                    {"transport", transport},
+                    {"activations", acts},
+                    {"centralized_images_per_s", central},
+                    {"train_images_per_s", f.train_images_per_s},
+                    {"round_images_per_s", f.round_images_per_s},
+                    {"ratio", ratio},
+                    {"round_ratio", f.round_images_per_s / central},
+                    {"bytes_per_image", f.bytes_per_image},
+                    {"coordinator_peak_rss_mib", f.coordinator_peak_mib}});
+  };
+  for (int repeat = 1; repeat <= s.repeats; ++repeat) {
+    for (int sites : s.sites) {
+      const double central = RunCentralized(s, sites);
+      if (tls) {
+        record(repeat, sites, "mtls", "fp32", central,
+               RunOverTls(s, sites, WireEncoding::kFp32, dir));
+        if (sites <= 4)
+          record(repeat, sites, "mtls", "fp16", central,
+                 RunOverTls(s, sites, WireEncoding::kFp16, dir));
+      }
+      if (inprocess && sites <= 4)
+        record(repeat, sites, "inprocess", "fp32", central, RunInProcess(s, sites, dir));
     }
   }
+  // Medians over repeats, per (sites, transport, activations).
+  nlohmann::json summary = nlohmann::json::array();
+  std::printf("\nmedian over %d repeats\n%-7s %-10s %-5s %12s %12s %10s %12s\n", s.repeats,
+              "sites", "transport", "acts", "train ratio", "round ratio", "min ratio",
+              "bytes/image");
+  std::map<std::tuple<int, std::string, std::string>, std::vector<const nlohmann::json*>> groups;
+  for (const auto& r : runs)
+    groups[{r["sites"].get<int>(), r["transport"], r["activations"]}].push_back(&r);
+  for (const auto& [key, rs] : groups) {
+    std::vector<double> ratio, round_ratio;
+    for (const auto* r : rs) {
+      ratio.push_back((*r)["ratio"]);
+      round_ratio.push_back((*r)["round_ratio"]);
+    }
+    const auto& [sites, transport, acts] = key;
+    const double min_ratio = *std::min_element(ratio.begin(), ratio.end());
+    std::printf("%-7d %-10s %-5s %12.3f %12.3f %10.3f %12.0f\n", sites, transport.c_str(),
+                acts.c_str(), Median(ratio), Median(round_ratio), min_ratio,
+                rs.front()->at("bytes_per_image").get<double>());
+    summary.push_back({{"sites", sites},
+                       {"transport", transport},
+                       {"activations", acts},
+                       {"median_ratio", Median(ratio)},
+                       {"median_round_ratio", Median(round_ratio)},
+                       {"min_ratio", min_ratio}});
+  }
   fs::remove_all(dir);
-  std::ofstream(out) << results.dump(2) << "\n";
-  std::printf("wrote %s\n", out.c_str());
+  nlohmann::json out = {{"threads", s.threads}, {"image_size", kSize},
+                        {"train_images_per_site", kTrainPerSite}, {"runs", runs},
+                        {"summary", summary}};
+  std::ofstream(s.out) << out.dump(2) << "\n";
+  std::printf("wrote %s\n", s.out.c_str());
   return 0;
 }

@@ -346,7 +346,8 @@ struct SiteClient::Impl {
           trainer.TrainEpoch(train, settings.shuffle_seed() + epoch, body);
       if (!stats.ok()) return fail_stream(stats.status());
       loss = stats->mean_loss;
-      if (options.on_epoch) options.on_epoch(round, epoch + 1, loss);
+      if (options.on_epoch)
+        options.on_epoch({round, epoch + 1, loss, stats->images, stats->seconds});
       LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
                 << " loss=" << loss << " images_per_s=" << stats->images / stats->seconds;
     }

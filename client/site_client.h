@@ -36,6 +36,15 @@ struct DataRequest {
 };
 using DataLoader = std::function<absl::StatusOr<SegmentationSet>(const DataRequest&)>;
 
+// One local epoch as the site saw it: `seconds` runs from its first batch to its last.
+struct EpochReport {
+  int64_t round = 0;
+  int64_t epoch = 0;  // 1-based
+  double loss = 0;
+  int64_t images = 0;
+  double seconds = 0;
+};
+
 struct SiteClientOptions {
   std::string coordinator;               // "host:port"
   std::optional<ClientTls> tls;          // nullopt: insecure (loopback experiments only)
@@ -50,7 +59,7 @@ struct SiteClientOptions {
   // seen" moving during long rounds and waits); 0 turns heartbeats off.
   double heartbeat_seconds = 15;
   // Called after each local epoch (e.g. the simulator's progress bar); any thread.
-  std::function<void(int64_t round, int64_t epoch, double loss)> on_epoch;
+  std::function<void(const EpochReport&)> on_epoch;
   // SplitFed-CL: called each round with every training image's r_i and whether the site
   // trusted its mask (images in the order of the loaded set). Stays at the site; the
   // simulator scores detection with it.

@@ -256,12 +256,12 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
         return absl::InternalError("the coordinator asked for data of another shape");
       return set;
     };
-    so.on_epoch = [this, base, name = site.name](int64_t round, int64_t epoch, double loss) {
+    so.on_epoch = [this, base, name = site.name](const EpochReport& epoch) {
       ProgressEvent e = base;
       e.site = name;
-      e.round = round;
-      e.epoch = epoch;
-      e.loss = loss;
+      e.round = epoch.round;
+      e.epoch = epoch.epoch;
+      e.loss = epoch.loss;
       if (progress_) progress_(e);
     };
     so.on_reliability = [&, name = site.name, corrupted = site.corrupted](
