@@ -1,24 +1,25 @@
 // The federation on one machine, measured end to end: centralized training of the U-Net
-// versus split training over mutual TLS on loopback (each site a `splitfed client` process,
-// the coordinator in this process) versus split training over gRPC's in-process channel
-// (each site a SiteClient thread here). Reports training images/s, bytes on the wire per
-// image (fp32 and fp16 activations) and the coordinator's peak memory, per site count.
-// Each repeat measures centralized, mTLS and in-process back to back, so ratios compare runs
-// seconds apart on this shared machine; the table gives the median ratio over repeats.
+// versus split training over mutual TLS on loopback (`splitfed coordinator` and one
+// `splitfed client` per site, each its own process, as in production) versus split training
+// over gRPC's in-process channel (the coordinator and one SiteClient thread per site in this
+// process). Reports training images/s, bytes on the wire per trained image (fp32 and fp16
+// activations) and the coordinator's peak memory, per site count. Every federated run sits
+// between two centralized runs and is compared with their mean (this shared machine's speed
+// drifts within minutes); the summary gives the median ratio over repeats.
 //
 // Two rates per federated run:
-// - "train img/s": images trained per second of the sites' local epoch (the sites' own clock,
-//   from the first batch to the last, summed over sites running in parallel = total images /
-//   the slowest site's epoch time); this is what centralized training's rate compares with;
-// - "round img/s": trained images per second of the whole round (opening to closing: the
-//   weights down and up, validation, aggregation and the checkpoint included).
+// - "train img/s": the sites' training images over the slowest site's local epoch (the
+//   site's own clock, first batch to last); this is what centralized training compares with;
+// - "round img/s": trained images over the whole round 2 from the run store (opening to
+//   closing: weights down and up, validation, aggregation and the checkpoint included).
 //
-// Threads (2 cores): centralized training uses `--threads` torch threads (default 2). Over
-// mTLS the coordinator and every site process use `--threads` too when there is one site
-// (the two sides of the cut take turns, so each may use both cores) and one thread each with
-// more sites (all processes share the cores). In-process, sites and coordinator share one
-// torch pool of max(1, threads / sites) threads per op.
-#include <sys/resource.h>
+// Threads (the core budget is `--threads`, default 2): centralized training uses all of it.
+// Over mTLS, with one site the coordinator and the site each get the whole budget (the two
+// sides of the cut take turns); with more sites every process gets one thread (they share
+// the cores). In-process, each operation gets max(1, threads / sites) threads.
+//
+// Usage: bench_federation_throughput PATH_TO_splitfed [--out F] [--threads N]
+//          [--sites 1,4,16] [--repeats R] [--transports mtls,inprocess]
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -63,8 +64,8 @@ struct Settings {
   std::vector<std::string> transports = {"mtls", "inprocess"};
 };
 
-double PeakRssMiB() {
-  std::ifstream status("/proc/self/status");
+double PeakRssMiB(const std::string& proc_status = "/proc/self/status") {
+  std::ifstream status(proc_status);
   std::string line;
   while (std::getline(status, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
@@ -184,16 +185,21 @@ FederatedResult RunOverTls(const Settings& s, int sites, WireEncoding encoding,
         "/dev/null", logs.back()));
   }
   for (pid_t pid : children) waitpid(pid, nullptr, 0);
+  // The coordinator's peak memory is its VmHWM, read until it exits (rusage's maxrss would
+  // include this process's size at fork time).
   int status = 0;
-  rusage usage{};
-  wait4(coordinator, &status, 0, &usage);
+  double peak_mib = 0;
+  while (waitpid(coordinator, &status, WNOHANG) == 0) {
+    peak_mib = std::max(peak_mib, PeakRssMiB("/proc/" + std::to_string(coordinator) + "/status"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw std::runtime_error("the coordinator failed (see " + (dir / "coordinator.log").string() +
                              ")");
   auto store = *RunStore::Open(db.string());
   const auto runs = *store->Runs();
   FederatedResult r = Measure(*store, runs.back().id, sites, SlowestEpochSeconds(logs, 2));
-  r.coordinator_peak_mib = usage.ru_maxrss / 1024.0;  // kilobytes on Linux
+  r.coordinator_peak_mib = peak_mib;
   return r;
 }
 
@@ -251,7 +257,8 @@ double RunCentralized(const Settings& s, int sites) {
   RunOptions o;
   SplitModel m = MakeSplitModel(o.model, o.split);
   PhantomOptions p;
-  p.count = sites * kTrainPerSite;
+  // The images of up to 4 sites: enough for a steady rate (images/s does not depend on it).
+  p.count = std::min(sites, 4) * kTrainPerSite;
   p.height = p.width = kSize;
   const SegmentationSet set = *GeneratePhantoms(p);
   TrainerOptions t;
@@ -314,16 +321,19 @@ int main(int argc, char** argv) {
   };
   for (int repeat = 1; repeat <= s.repeats; ++repeat) {
     for (int sites : s.sites) {
-      const double central = RunCentralized(s, sites);
+      // Every federated run sits between two centralized runs and is compared with their
+      // mean: this machine's speed drifts within minutes.
+      double before = RunCentralized(s, sites);
+      auto measure = [&](const char* transport, const char* acts, const FederatedResult& f) {
+        const double after = RunCentralized(s, sites);
+        record(repeat, sites, transport, acts, (before + after) / 2, f);
+        before = after;
+      };
       if (tls) {
-        record(repeat, sites, "mtls", "fp32", central,
-               RunOverTls(s, sites, WireEncoding::kFp32, dir));
-        if (sites <= 4)
-          record(repeat, sites, "mtls", "fp16", central,
-                 RunOverTls(s, sites, WireEncoding::kFp16, dir));
+        measure("mtls", "fp32", RunOverTls(s, sites, WireEncoding::kFp32, dir));
+        if (sites <= 4) measure("mtls", "fp16", RunOverTls(s, sites, WireEncoding::kFp16, dir));
       }
-      if (inprocess && sites <= 4)
-        record(repeat, sites, "inprocess", "fp32", central, RunInProcess(s, sites, dir));
+      if (inprocess && sites <= 4) measure("inprocess", "fp32", RunInProcess(s, sites, dir));
     }
   }
   // Medians over repeats, per (sites, transport, activations).

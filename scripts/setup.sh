@@ -27,7 +27,7 @@ packages=(
   libtorch-dev
   # LibTorch's convolutions call the system BLAS (libblas.so.3). Debian's default is the
   # reference implementation; OpenBLAS (OpenMP build, sharing LibTorch's thread pool) trains
-  # the U-Net 2.1-2.6x faster (docs/PERFORMANCE.md). Installing it switches the alternative.
+  # the U-Net 2.0-2.6x faster (docs/PERFORMANCE.md). Installing it switches the alternative.
   libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev libboost-dev libsqlite3-dev

@@ -13,7 +13,9 @@ inline constexpr const char* kOpenMpSpinCount = "10000";
 // (docs/PERFORMANCE.md). libgomp reads the policy from the environment once, when it loads,
 // before main() runs, so the only way to set it from inside is to set the variable and
 // execute the program again. Call first thing in main(); returns (without re-executing) if
-// the user chose a policy, if it is already set, or if re-executing fails.
+// the user chose a policy, if it is already set, or if re-executing fails. Tools that follow
+// a program's executable (valgrind without --trace-children) lose it at the re-execution:
+// set GOMP_SPINCOUNT yourself there.
 void ShortenOpenMpSpin(char** argv);
 
 }  // namespace splitfed
