@@ -131,6 +131,11 @@ TEST(TensorCodec, RejectsNonFiniteValuesWhenAsked) {
   ExpectRejected(Encoded(t), strict, "1 NaN, 1 Inf");
   ExpectRejected(Encoded(t, WireEncoding::kFp16), strict, "NaN");
   EXPECT_TRUE(DecodeTensor(Encoded(t), {}).ok()) << "allowed unless asked";
+  // One -Inf as the very last value of an activation-sized tensor is still found.
+  torch::Tensor big = torch::randn({2, 16, 32, 32});
+  EXPECT_TRUE(DecodeTensor(Encoded(big), strict).ok());
+  big.view(-1)[big.numel() - 1] = -std::numeric_limits<float>::infinity();
+  ExpectRejected(Encoded(big), strict, "0 NaN, 1 Inf");
 }
 
 }  // namespace
