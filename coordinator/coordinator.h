@@ -137,7 +137,7 @@ class Coordinator {
   // thread that is the thread in Run(): LibTorch parallelises each operation with OpenMP, every
   // thread running such operations brings its own team of OpenMP workers, and once a process
   // has more workers than cores libgomp puts idle workers to sleep after every operation, so
-  // each of the hundreds of operations in a step pays a wake-up (measured ~1.5x slower steps,
+  // each of the hundreds of operations in a step pays a wake-up (measured 1.2-1.7x slower,
   // docs/PERFORMANCE.md). With one torch thread, `work` runs on the caller's thread and sites'
   // steps run in parallel. kFailedPrecondition if `round` is not open (nothing is run).
   absl::Status RunTensorWork(int64_t round, const std::function<void()>& work);
