@@ -251,49 +251,49 @@ absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
   if (auto s = WaitForTurn(site, round); !s.ok()) return s;
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  absl::StatusOr<torch::Tensor> result;
-  const absl::Status ran = RunTensorWork(round, [&] {
+  return TensorWorkResult(round, [&] {
     std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-    result = Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
+    return Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
   });
-  if (!ran.ok()) return ran;
-  return result;
 }
 
 absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void()>& work) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const bool here = std::this_thread::get_id() == run_thread_;  // e.g. closing the round
+  if (!here && (round_ != round || round == 0))
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
+  if (here || !tensor_work_on_run_thread_) {
+    lock.unlock();
+    work();
+    return absl::OkStatus();
+  }
   std::packaged_task<void()> task(work);
   std::future<void> done = task.get_future();
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (std::this_thread::get_id() == run_thread_) {  // already there (closing the round)
-      lock.unlock();
-      work();
-      return absl::OkStatus();
-    }
-    if (round_ != round || round == 0)
-      return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
-    if (!tensor_work_on_run_thread_) {
-      lock.unlock();
-      work();
-      return absl::OkStatus();
-    }
-    tensor_work_.emplace_back([&task] { task(); });
-  }
+  tensor_work_.emplace_back([&task] { task(); });
+  lock.unlock();
   changed_.notify_all();
   done.get();  // rethrows what `work` threw
   return absl::OkStatus();
 }
 
+absl::StatusOr<torch::Tensor> Coordinator::TensorWorkResult(
+    int64_t round, const std::function<absl::StatusOr<torch::Tensor>()>& work) {
+  absl::StatusOr<torch::Tensor> result;
+  if (auto s = RunTensorWork(round, [&] { result = work(); }); !s.ok()) return s;
+  return result;
+}
+
 bool Coordinator::RunQueuedTensorWork(std::unique_lock<std::mutex>& lock) {
-  if (tensor_work_.empty()) return false;
+  bool ran = false;
   while (!tensor_work_.empty()) {
     std::function<void()> next = std::move(tensor_work_.front());
     tensor_work_.pop_front();
     lock.unlock();
     next();
     lock.lock();
+    ran = true;
   }
-  return true;
+  return ran;
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
@@ -318,16 +318,13 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
         "method '", options_.method.name, "' has no teacher: TEACHER messages are refused"));
   if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
   if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
-  absl::StatusOr<torch::Tensor> result;
-  const absl::Status ran = RunTensorWork(round, [&] {
+  return TensorWorkResult(round, [&] {
     std::lock_guard<std::mutex> lock(teacher_mutex_);
-    result = Guarded("a1", [&] {
+    return Guarded("a1", [&] {
       torch::NoGradGuard no_grad;
       return teacher_body_->forward(a1);
     });
   });
-  if (!ran.ok()) return ran;
-  return result;
 }
 
 NamedTensors Coordinator::ClientStateLocked() {

@@ -185,6 +185,9 @@ class Coordinator {
       const std::string& site, int64_t round, const torch::Tensor& input,
       const std::vector<int64_t>& per_image_shape, const char* what,
       absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&));
+  // RunTensorWork for a data-plane call that answers with a tensor.
+  absl::StatusOr<torch::Tensor> TensorWorkResult(
+      int64_t round, const std::function<absl::StatusOr<torch::Tensor>()>& work);
   // Runs the queued tensor work (RunTensorWork) with `lock` released; false if there was none.
   bool RunQueuedTensorWork(std::unique_lock<std::mutex>& lock);
   void AdvanceTurnLocked();
