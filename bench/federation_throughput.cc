@@ -8,8 +8,9 @@
 // drifts within minutes); the summary gives the median ratio over repeats.
 //
 // Two rates per federated run:
-// - "train img/s": the sites' training images over the slowest site's local epoch (the
-//   site's own clock, first batch to last); this is what centralized training compares with;
+// - "train img/s": the sites' training images over the slowest site's local epochs of round 2
+//   (the site's own clock, first batch to last of each epoch); this is what centralized
+//   training (the same number of epochs, after one warm-up epoch) compares with;
 // - "round img/s": trained images over the whole round 2 from the run store (opening to
 //   closing: weights down and up, validation, aggregation and the checkpoint included).
 //
@@ -19,7 +20,7 @@
 // the cores). In-process, each operation gets max(1, threads / sites) threads.
 //
 // Usage: bench_federation_throughput PATH_TO_splitfed [--out F] [--threads N]
-//          [--sites 1,4,16] [--repeats R] [--transports mtls,inprocess]
+//          [--sites 1,4,16] [--repeats R] [--epochs E] [--transports mtls,inprocess]
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ struct Settings {
   int threads = 2;
   std::vector<int> sites = {1, 4, 16};
   int repeats = 3;
+  int epochs = 3;  // timed local epochs per site (round 2) and of centralized training
   std::vector<std::string> transports = {"mtls", "inprocess"};
 };
 
@@ -83,8 +85,9 @@ double SecondsBetween(const std::string& a, const std::string& b) {
 
 int ThreadsPerProcess(const Settings& s, int sites) { return sites == 1 ? s.threads : 1; }
 
-// The slowest site's epoch time in `round`, from the sites' `event=epoch` log lines.
-double SlowestEpochSeconds(const std::vector<fs::path>& logs, int64_t round) {
+// The slowest site's training time in `round` (all its local epochs), from the sites'
+// `event=epoch` log lines.
+double SlowestTrainingSeconds(const std::vector<fs::path>& logs, int64_t round) {
   const std::regex line("event=epoch .*round=" + std::to_string(round) +
                         " .*images_per_s=([0-9.eE+-]+)");
   double slowest = 0;
@@ -92,9 +95,10 @@ double SlowestEpochSeconds(const std::vector<fs::path>& logs, int64_t round) {
     std::ifstream in(log);
     std::string text;
     std::smatch m;
+    double site_seconds = 0;
     while (std::getline(in, text))
-      if (std::regex_search(text, m, line))
-        slowest = std::max(slowest, kTrainPerSite / std::stod(m[1]));
+      if (std::regex_search(text, m, line)) site_seconds += kTrainPerSite / std::stod(m[1]);
+    slowest = std::max(slowest, site_seconds);
   }
   return slowest;
 }
@@ -107,17 +111,18 @@ struct FederatedResult {
 };
 
 // Round 2's rates and bytes from the run store.
-FederatedResult Measure(RunStore& store, int64_t run_id, int sites, double train_seconds) {
+FederatedResult Measure(RunStore& store, int64_t run_id, int sites, int epochs,
+                        double train_seconds) {
   const auto rounds = *store.Rounds(run_id);
   const auto metrics = *store.Metrics(run_id);
   FederatedResult r;
-  r.train_images_per_s = sites * kTrainPerSite / train_seconds;
-  r.round_images_per_s =
-      sites * kTrainPerSite / SecondsBetween(rounds[1].started_at, rounds[1].finished_at);
+  const double trained = static_cast<double>(sites) * kTrainPerSite * epochs;
+  r.train_images_per_s = trained / train_seconds;
+  r.round_images_per_s = trained / SecondsBetween(rounds[1].started_at, rounds[1].finished_at);
   int64_t bytes = 0;
   for (const SiteRoundMetrics& m : metrics)
     if (m.round == 2) bytes += m.bytes_in + m.bytes_out;
-  r.bytes_per_image = static_cast<double>(bytes) / (sites * kTrainPerSite);
+  r.bytes_per_image = static_cast<double>(bytes) / trained;
   return r;
 }
 
@@ -167,7 +172,7 @@ FederatedResult RunOverTls(const Settings& s, int sites, WireEncoding encoding,
   const pid_t coordinator = Spawn(
       s.splitfed,
       {"coordinator", "--config", (dir / "kit/coordinator/coordinator.toml").string(),
-       "--listen", "127.0.0.1:0", "--rounds", "2", "--min-sites", std::to_string(sites),
+       "--listen", "127.0.0.1:0", "--rounds", "2", "--local-epochs", std::to_string(s.epochs), "--min-sites", std::to_string(sites),
        "--image-size", std::to_string(kSize), "--activation-encoding",
        encoding == WireEncoding::kFp16 ? "fp16" : "fp32", "--db", db.string(), "--threads",
        threads},
@@ -198,7 +203,8 @@ FederatedResult RunOverTls(const Settings& s, int sites, WireEncoding encoding,
                              ")");
   auto store = *RunStore::Open(db.string());
   const auto runs = *store->Runs();
-  FederatedResult r = Measure(*store, runs.back().id, sites, SlowestEpochSeconds(logs, 2));
+  FederatedResult r =
+      Measure(*store, runs.back().id, sites, s.epochs, SlowestTrainingSeconds(logs, 2));
   r.coordinator_peak_mib = peak_mib;
   return r;
 }
@@ -211,6 +217,7 @@ FederatedResult RunInProcess(const Settings& s, int sites, const fs::path& dir) 
   torch::set_num_threads(std::max(1, s.threads / sites));
   RunOptions o;
   o.rounds = 2;  // round 1 warms up (allocator, connections); round 2 is measured
+  o.local_epochs = s.epochs;
   for (int i = 0; i < sites; ++i) o.enrolled_sites.push_back("site" + std::to_string(i));
   o.min_sites = sites;
   o.image_size = kSize;
@@ -218,7 +225,7 @@ FederatedResult RunInProcess(const Settings& s, int sites, const fs::path& dir) 
   auto coordinator = *Coordinator::Create(o, store.get());
   auto server = *CoordinatorServer::Start(coordinator.get(), store.get(), "", std::nullopt);
   std::mutex mutex;
-  double slowest_epoch = 0;
+  std::vector<double> training_seconds(sites, 0.0);
   std::vector<std::unique_ptr<SiteClient>> clients;
   std::vector<std::future<absl::StatusOr<SiteRunSummary>>> runs;
   for (int i = 0; i < sites; ++i) {
@@ -233,10 +240,10 @@ FederatedResult RunInProcess(const Settings& s, int sites, const fs::path& dir) 
       p.seed = i + 1;
       return GeneratePhantoms(p);
     };
-    c.on_epoch = [&](const EpochReport& e) {
+    c.on_epoch = [&, i](const EpochReport& e) {
       if (e.round != 2) return;
       std::lock_guard<std::mutex> lock(mutex);
-      slowest_epoch = std::max(slowest_epoch, e.seconds);
+      training_seconds[i] += e.seconds;
     };
     clients.push_back(std::make_unique<SiteClient>(c));
     runs.push_back(std::async(std::launch::async,
@@ -245,7 +252,9 @@ FederatedResult RunInProcess(const Settings& s, int sites, const fs::path& dir) 
   const absl::Status status = coordinator->Run();
   for (auto& r : runs) r.get().IgnoreError();
   if (!status.ok()) throw std::runtime_error(std::string(status.message()));
-  FederatedResult r = Measure(*store, coordinator->run_id(), sites, slowest_epoch);
+  FederatedResult r =
+      Measure(*store, coordinator->run_id(), sites, s.epochs,
+              *std::max_element(training_seconds.begin(), training_seconds.end()));
   r.coordinator_peak_mib = PeakRssMiB();  // the whole process: coordinator and sites
   server->Shutdown();
   return r;
@@ -265,8 +274,13 @@ double RunCentralized(const Settings& s, int sites) {
   SiteTrainer trainer(m.front, m.back, t);
   LocalBody body(m.body, t.learning_rate);
   trainer.TrainEpoch(set, 1, body).IgnoreError();  // warm-up
-  const absl::StatusOr<EpochStats> stats = trainer.TrainEpoch(set, 2, body);
-  return stats->images / stats->seconds;
+  double images = 0, seconds = 0;
+  for (int epoch = 0; epoch < s.epochs; ++epoch) {
+    const absl::StatusOr<EpochStats> stats = trainer.TrainEpoch(set, 2 + epoch, body);
+    images += stats->images;
+    seconds += stats->seconds;
+  }
+  return images / seconds;
 }
 
 double Median(std::vector<double> v) {
@@ -288,6 +302,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", s.threads, "Core budget: torch threads of centralized training");
   app.add_option("--sites", s.sites, "Site counts")->delimiter(',');
   app.add_option("--repeats", s.repeats, "Repeats of every measurement");
+  app.add_option("--epochs", s.epochs,
+                 "Timed local epochs per site (and epochs of centralized training)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--transports", s.transports, "mtls, inprocess")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   KeepTrainingBuffersInHeap();
@@ -364,7 +381,7 @@ int main(int argc, char** argv) {
   }
   fs::remove_all(dir);
   nlohmann::json out = {{"threads", s.threads}, {"image_size", kSize},
-                        {"train_images_per_site", kTrainPerSite}, {"runs", runs},
+                        {"train_images_per_site", kTrainPerSite}, {"epochs", s.epochs}, {"runs", runs},
                         {"summary", summary}};
   std::ofstream(s.out) << out.dump(2) << "\n";
   std::printf("wrote %s\n", s.out.c_str());

@@ -303,7 +303,19 @@ absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int6
 
 absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int64_t round,
                                                     const torch::Tensor& g2) {
-  return BodyCall(site, round, g2, shapes_.a2, "g2", &LocalBody::Backward);
+  return BodyCall(site, round, g2, shapes_.a2, "g2", &LocalBody::BackwardDeferringStep);
+}
+
+absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round) {
+  auto p = ActiveParticipant(site, round);
+  if (!p.ok()) return p.status();
+  return TensorWorkResult(round, [&] {
+           std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
+           return Guarded("the body's optimiser step", [&] {
+             (*p)->body->FinishStep();
+             return torch::Tensor();
+           });
+         }).status();
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,

@@ -109,13 +109,16 @@ class Coordinator {
   absl::StatusOr<RoundTicket> WaitRound(const std::string& site, double wait_seconds,
                                         const std::function<bool()>& cancelled);
   // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
-  // site's body), a1 → a2 (evaluation, no state).
+  // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
+  // optimiser steps: call FinishBodyStep once g1 is on its way, so that the step overlaps the
+  // site's work on g1 (the site's next call, or the round's close, takes the step otherwise).
   absl::StatusOr<torch::Tensor> Forward(const std::string& site, int64_t round,
                                         const torch::Tensor& a1);
   absl::StatusOr<torch::Tensor> Backward(const std::string& site, int64_t round,
                                          const torch::Tensor& g2);
   absl::StatusOr<torch::Tensor> Evaluate(const std::string& site, int64_t round,
                                          const torch::Tensor& a1);
+  absl::Status FinishBodyStep(const std::string& site, int64_t round);
   // Forward-only a1 → a2 through the teacher's body (methods with a teacher): the global body
   // as the round opened (β = 0) or its moving average.
   absl::StatusOr<torch::Tensor> Teacher(const std::string& site, int64_t round,

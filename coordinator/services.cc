@@ -243,6 +243,10 @@ struct CoordinatorServer::Services {
         if (!handled.ok()) return fail(handled);
         bytes_out += out.ByteSizeLong();
         if (!stream->Write(out)) break;
+        // The body's optimiser steps while the site back-propagates g1 through its front.
+        if (in.kind() == v1::SplitMessage::GRADIENT) {
+          if (auto st = s_->coordinator->FinishBodyStep(*site, round); !st.ok()) return fail(st);
+        }
       }
       s_->coordinator->CountBytes(*site, bytes_in, bytes_out);
       if (context->IsCancelled()) {

@@ -20,18 +20,33 @@ LocalBody::LocalBody(UNetSegment body, double learning_rate)
 LocalBody::~LocalBody() = default;
 
 absl::StatusOr<torch::Tensor> LocalBody::Forward(const torch::Tensor& a1) {
+  FinishStep();
   body_->train();
   return step_.Forward(a1);
 }
 
 absl::StatusOr<torch::Tensor> LocalBody::Backward(const torch::Tensor& g2) {
-  optimizer_->zero_grad();
-  torch::Tensor g1 = step_.Backward(g2);
-  optimizer_->step();
+  absl::StatusOr<torch::Tensor> g1 = BackwardDeferringStep(g2);
+  FinishStep();
   return g1;
 }
 
+absl::StatusOr<torch::Tensor> LocalBody::BackwardDeferringStep(const torch::Tensor& g2) {
+  FinishStep();
+  optimizer_->zero_grad();
+  torch::Tensor g1 = step_.Backward(g2);
+  step_pending_ = true;
+  return g1;
+}
+
+void LocalBody::FinishStep() {
+  if (!step_pending_) return;
+  step_pending_ = false;
+  optimizer_->step();
+}
+
 absl::StatusOr<torch::Tensor> LocalBody::Evaluate(const torch::Tensor& a1) {
+  FinishStep();
   torch::NoGradGuard no_grad;
   const bool was_training = body_->is_training();
   body_->eval();

@@ -42,12 +42,22 @@ class LocalBody : public BodyLink {
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override;
   absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override;
   absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override;
-  UNetSegment& body() { return body_; }
+  // Backward without the optimiser's step: g1 comes back at once and the step is left
+  // pending, so that the coordinator can send g1 first and step while the site back-propagates
+  // it. FinishStep() takes the pending step; Forward, Backward, Evaluate and body() take it
+  // first too, so the arithmetic is the same as Backward's.
+  absl::StatusOr<torch::Tensor> BackwardDeferringStep(const torch::Tensor& g2);
+  void FinishStep();
+  UNetSegment& body() {
+    FinishStep();
+    return body_;
+  }
 
  private:
   UNetSegment body_;
   ServerStep step_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  bool step_pending_ = false;
 };
 
 // How a batch is trained when the plain loss on the site's own masks is not all (SplitFed-CL,

@@ -5,7 +5,9 @@
 #include <cmath>
 
 #include "split/loss.h"
+#include "split/model_state.h"
 #include "split/split_step.h"
+#include "split/trainer.h"
 #include "split/unet.h"
 
 namespace splitfed {
@@ -104,6 +106,41 @@ INSTANTIATE_TEST_SUITE_P(PresetsAndDepths, SplitEquivalence,
                              if (ch == ',') ch = '_';
                            return "split_" + name + "_depth" + std::to_string(info.param.depth);
                          });
+
+// The coordinator sends g1 before its body's optimiser steps; the step taken later (explicitly,
+// by the next call, or on reading the body) must leave the same weights as stepping at once.
+TEST(LocalBody, DeferredStepEndsWhereAnImmediateStepDoes) {
+  torch::set_num_threads(1);
+  const UNetConfig config{1, 2, 4, 2};
+  torch::manual_seed(3);
+  SplitModel a = MakeSplitModel(config, SplitSpec::Deep());
+  torch::manual_seed(3);
+  SplitModel b = MakeSplitModel(config, SplitSpec::Deep());
+  LocalBody immediate(a.body, 1e-2);
+  LocalBody deferred(b.body, 1e-2);
+  const auto shapes = *CutShapes(config, SplitSpec::Deep(), 16, 16);
+  auto batch = [](const std::vector<int64_t>& per_image, int64_t seed) {
+    torch::manual_seed(seed);
+    std::vector<int64_t> shape = {2};
+    shape.insert(shape.end(), per_image.begin(), per_image.end());
+    return torch::randn(shape);
+  };
+  for (int step = 0; step < 3; ++step) {
+    const torch::Tensor a1 = batch(shapes.a1, 10 + step), g2 = batch(shapes.a2, 20 + step);
+    ASSERT_TRUE(torch::equal(*immediate.Forward(a1), *deferred.Forward(a1))) << "step " << step;
+    const NamedTensors before = ExtractState(*b.body);
+    const torch::Tensor g1 = *immediate.Backward(g2);
+    ASSERT_TRUE(torch::equal(g1, *deferred.BackwardDeferringStep(g2)));
+    // Not stepped yet: the weights are still the ones that produced g1.
+    for (const auto& [name, t] : ExtractState(*b.body))
+      ASSERT_TRUE(torch::equal(t, before.at(name))) << name << " moved before FinishStep";
+    if (step == 0) deferred.FinishStep();  // later steps: the next Forward, then body()
+  }
+  const NamedTensors want = ExtractState(*a.body);
+  const NamedTensors got = ExtractState(*deferred.body());
+  ASSERT_EQ(want.size(), got.size());
+  for (const auto& [name, t] : want) EXPECT_TRUE(torch::equal(t, got.at(name))) << name;
+}
 
 TEST(SplitSpec, PresetsCutWhereTheAlgorithmSays) {
   UNetConfig config;  // f = 16, depth 4
