@@ -179,48 +179,74 @@ absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
 absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, double wait_seconds,
                                                    const std::function<bool()>& cancelled) {
   std::unique_lock<std::mutex> lock(mutex_);
-  auto it = sites_.find(site);
-  if (it == sites_.end())
-    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' has not joined"));
-  it->second.waiting = true;
-  it->second.connected = true;
-  changed_.notify_all();
   const auto until = std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(wait_seconds * 1000));
   while (true) {
-    if (finished_ || stopping_) {
-      it->second.waiting = false;
-      it->second.connected = false;  // the site leaves once told the run is over
-      const int64_t images = it->second.num_images;
-      lock.unlock();
-      if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
-      RoundTicket t;
-      t.finished = true;
-      return t;
-    }
-    // A participant that asks again before submitting or failing never received its ticket
-    // (the answer was lost on the way): it gets the same one again.
-    auto p = participants_.find(site);
-    const bool handed = ticket_round_[site] == round_;
-    if (round_ > 0 && p != participants_.end() &&
-        (!handed || (!p->second->submitted && !p->second->failed))) {
-      ticket_round_[site] = round_;
-      it->second.waiting = false;
-      RoundTicket t;
-      t.round = round_;
-      t.deadline_unix_ms = deadline_unix_ms_;
-      t.shuffle_seed = options_.seed * 1000003ULL + static_cast<uint64_t>(round_);
-      t.client_state = ClientStateLocked();
-      t.warming_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round_);
-      t.distil = noisy_sites_.count(site) > 0;
-      return t;
-    }
+    absl::StatusOr<std::optional<RoundTicket>> polled = PollRoundLocked(site, lock);
+    if (!polled.ok()) return polled.status();
+    if (polled->has_value()) return std::move(**polled);
     if ((cancelled && cancelled()) || std::chrono::steady_clock::now() >= until) {
-      it->second.waiting = false;
+      sites_[site].waiting = false;
       return absl::DeadlineExceededError("no round opened yet; ask again");
     }
     changed_.wait_for(lock, std::chrono::milliseconds(200));
   }
+}
+
+absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRound(const std::string& site) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return PollRoundLocked(site, lock);
+}
+
+void Coordinator::StopWaiting(const std::string& site) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = sites_.find(site);
+  if (it != sites_.end()) it->second.waiting = false;
+}
+
+void Coordinator::WaitForChange(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait_for(lock, timeout);
+}
+
+absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
+    const std::string& site, std::unique_lock<std::mutex>& lock) {
+  auto it = sites_.find(site);
+  if (it == sites_.end())
+    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' has not joined"));
+  if (!it->second.waiting || !it->second.connected) {
+    it->second.waiting = true;  // the Run() thread counts the waiting sites to open a round
+    it->second.connected = true;
+    changed_.notify_all();
+  }
+  if (finished_ || stopping_) {
+    it->second.waiting = false;
+    it->second.connected = false;  // the site leaves once told the run is over
+    const int64_t images = it->second.num_images;
+    lock.unlock();
+    if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
+    RoundTicket t;
+    t.finished = true;
+    return t;
+  }
+  // A participant that asks again before submitting or failing never received its ticket
+  // (the answer was lost on the way): it gets the same one again.
+  auto p = participants_.find(site);
+  const bool handed = ticket_round_[site] == round_;
+  if (round_ > 0 && p != participants_.end() &&
+      (!handed || (!p->second->submitted && !p->second->failed))) {
+    ticket_round_[site] = round_;
+    it->second.waiting = false;
+    RoundTicket t;
+    t.round = round_;
+    t.deadline_unix_ms = deadline_unix_ms_;
+    t.shuffle_seed = options_.seed * 1000003ULL + static_cast<uint64_t>(round_);
+    t.client_state = ClientStateLocked();
+    t.warming_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round_);
+    t.distil = noisy_sites_.count(site) > 0;
+    return t;
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActiveParticipant(

@@ -3,12 +3,14 @@
 // too. Identity (the site name) is decided by the caller from the mTLS certificate.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -108,6 +110,14 @@ class Coordinator {
   // true, or `wait_seconds` pass (then kDeadlineExceeded: the site simply asks again).
   absl::StatusOr<RoundTicket> WaitRound(const std::string& site, double wait_seconds,
                                         const std::function<bool()>& cancelled);
+  // WaitRound without waiting, for servers that park calls themselves: marks `site` as
+  // waiting and returns its ticket (or the finished ticket), or nullopt if no round is open
+  // for it yet. A site that gives up waiting calls StopWaiting.
+  absl::StatusOr<std::optional<RoundTicket>> PollRound(const std::string& site);
+  void StopWaiting(const std::string& site);
+  // Returns when the coordinator's state changes (a round opens, the run ends, ...) or after
+  // `timeout`, whichever is first.
+  void WaitForChange(std::chrono::milliseconds timeout);
   // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
   // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
   // optimiser steps: call FinishBodyStep once g1 is on its way, so that the step overlaps the
@@ -180,6 +190,9 @@ class Coordinator {
 
   Coordinator(const RunOptions& options, RunStore* store);
   absl::Status RunRound(int64_t round, bool* completed);
+  // PollRound with `mutex_` held through `lock` (released when the run is over).
+  absl::StatusOr<std::optional<RoundTicket>> PollRoundLocked(const std::string& site,
+                                                             std::unique_lock<std::mutex>& lock);
   absl::StatusOr<std::shared_ptr<Participant>> ActiveParticipant(const std::string& site,
                                                                 int64_t round);
   // The data plane's common path: check the batch's shape, wait for the site's turn (SFLV2),

@@ -3,8 +3,13 @@
 #include <grpcpp/grpcpp.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -39,7 +44,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }
 
 // Who is calling: the certificate's common name under TLS, the request header when insecure.
-absl::StatusOr<std::string> CallerName(grpc::ServerContext* context, bool tls) {
+absl::StatusOr<std::string> CallerName(grpc::ServerContextBase* context, bool tls) {
   if (tls) {
     auto auth = context->auth_context();
     const auto names = auth ? auth->FindPropertyValues("x509_common_name")
@@ -65,26 +70,182 @@ v1::Encoding EncodingOf(WireEncoding e) {
   return e == WireEncoding::kFp16 ? v1::ENCODING_FP16 : v1::ENCODING_FP32;
 }
 
+// Parks WaitRound calls (callback API) until a round opens for their site, the run ends, the
+// call is cancelled or its long-poll time runs out. One thread of ours serves every parked
+// call, so a hundred waiting sites hold no hundred gRPC threads.
+class RoundLongPolls {
+ public:
+  class Call {
+   public:
+    virtual ~Call() = default;
+    virtual const std::string& site() const = 0;
+    virtual bool cancelled() const = 0;
+    virtual std::chrono::steady_clock::time_point give_up_at() const = 0;
+    // Exactly one of these ends the parking; both are called without RoundLongPolls' lock.
+    virtual void Deliver(RoundTicket ticket) = 0;
+    virtual void End(const grpc::Status& status) = 0;
+  };
+
+  explicit RoundLongPolls(Coordinator* coordinator)
+      : coordinator_(coordinator), thread_([this] { Loop(); }) {}
+  ~RoundLongPolls() { Stop(); }
+
+  // Answers `call` at once if its ticket is ready, else parks it.
+  void Park(Call* call) {
+    if (Settle(call)) return;
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!stopping_) {
+      parked_.push_back(call);
+      added_.notify_one();
+      return;
+    }
+    lock.unlock();
+    coordinator_->StopWaiting(call->site());
+    call->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+      added_.notify_one();
+    }
+    thread_.join();
+  }
+
+ private:
+  // Ends `call` if it can be ended now; false if it stays parked.
+  bool Settle(Call* call) {
+    if (call->cancelled()) {
+      coordinator_->StopWaiting(call->site());
+      call->End(grpc::Status(grpc::StatusCode::CANCELLED, "the site stopped waiting"));
+      return true;
+    }
+    absl::StatusOr<std::optional<RoundTicket>> polled = coordinator_->PollRound(call->site());
+    if (!polled.ok()) {
+      call->End(ToGrpc(polled.status()));
+      return true;
+    }
+    if (polled->has_value()) {
+      call->Deliver(std::move(**polled));
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= call->give_up_at()) {
+      coordinator_->StopWaiting(call->site());
+      call->End(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                             "no round opened yet; ask again"));
+      return true;
+    }
+    return false;
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      added_.wait(lock, [this] { return stopping_ || !parked_.empty(); });
+      std::vector<Call*> calls;
+      calls.swap(parked_);
+      const bool stopping = stopping_;
+      lock.unlock();
+      std::vector<Call*> still;
+      for (Call* call : calls) {
+        if (stopping) {
+          coordinator_->StopWaiting(call->site());
+          call->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+        } else if (!Settle(call)) {
+          still.push_back(call);
+        }
+      }
+      if (stopping) return;
+      // Cancellations and give-ups are noticed within this wait.
+      if (!still.empty()) coordinator_->WaitForChange(std::chrono::milliseconds(200));
+      lock.lock();
+      parked_.insert(parked_.end(), still.begin(), still.end());
+    }
+  }
+
+  Coordinator* coordinator_;
+  std::mutex mutex_;
+  std::condition_variable added_;
+  std::vector<Call*> parked_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// A callback-API answer that is an error from the start.
+template <typename Reactor>
+class FailedCall final : public Reactor {
+ public:
+  explicit FailedCall(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 struct CoordinatorServer::Services {
   Coordinator* coordinator;
   RunStore* store;
   bool tls;
+  double wait_round_seconds = 30;
+  std::unique_ptr<RoundLongPolls> long_polls;
 
-  class FederationImpl final : public v1::Federation::Service {
+  // The control plane, on gRPC's callback API: no call holds a thread while it waits.
+  class FederationImpl final : public v1::Federation::CallbackService {
    public:
     explicit FederationImpl(Services* s) : s_(s) {}
 
-    grpc::Status Join(grpc::ServerContext* context, const v1::JoinRequest* request,
-                      v1::JoinReply* reply) override {
+    grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
+                                   const v1::JoinRequest* request,
+                                   v1::JoinReply* reply) override {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      reactor->Finish(DoJoin(context, *request, reply));
+      return reactor;
+    }
+
+    grpc::ServerWriteReactor<v1::RoundChunk>* WaitRound(grpc::CallbackServerContext* context,
+                                                        const v1::WaitRoundRequest*) override {
+      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      if (!site.ok())
+        return new FailedCall<grpc::ServerWriteReactor<v1::RoundChunk>>(ToGrpc(site.status()));
+      auto* call = new RoundCall(s_, *site);
+      s_->long_polls->Park(call);
+      return call;
+    }
+
+    grpc::ServerReadReactor<v1::UpdateChunk>* SubmitUpdate(grpc::CallbackServerContext* context,
+                                                           v1::SubmitReply* reply) override {
+      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      if (!site.ok())
+        return new FailedCall<grpc::ServerReadReactor<v1::UpdateChunk>>(ToGrpc(site.status()));
+      return new UpdateCall(s_, context, *site, reply);
+    }
+
+    grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                        const v1::HeartbeatRequest*,
+                                        v1::HeartbeatReply* reply) override {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      if (!site.ok()) {
+        reactor->Finish(ToGrpc(site.status()));
+        return reactor;
+      }
+      s_->coordinator->Heartbeat(*site);
+      reply->set_current_round(s_->coordinator->current_round());
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+
+   private:
+    grpc::Status DoJoin(grpc::CallbackServerContext* context, const v1::JoinRequest& request,
+                        v1::JoinReply* reply) {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
       if (!site.ok()) return ToGrpc(site.status());
-      if (auto st = s_->coordinator->Join(*site, request->num_images()); !st.ok()) {
+      if (auto st = s_->coordinator->Join(*site, request.num_images()); !st.ok()) {
         LOG(WARNING) << "event=join_refused site=" << *site << " reason=\"" << st.message() << "\"";
         return ToGrpc(st);
       }
-      LOG(INFO) << "event=join site=" << *site << " images=" << request->num_images();
+      LOG(INFO) << "event=join site=" << *site << " images=" << request.num_images();
       const RunOptions& o = s_->coordinator->options();
       reply->set_run_id(s_->coordinator->run_id());
       v1::ModelSpec* m = reply->mutable_model();
@@ -99,113 +260,171 @@ struct CoordinatorServer::Services {
       return grpc::Status::OK;
     }
 
-    grpc::Status WaitRound(grpc::ServerContext* context, const v1::WaitRoundRequest*,
-                           grpc::ServerWriter<v1::RoundChunk>* writer) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return ToGrpc(site.status());
-      absl::StatusOr<RoundTicket> ticket = s_->coordinator->WaitRound(
-          *site, 30.0, [context] { return context->IsCancelled(); });
-      if (!ticket.ok()) return ToGrpc(ticket.status());
-      v1::RoundChunk chunk;
-      if (ticket->finished) {
-        chunk.set_finished(true);
-        writer->Write(chunk);
-        return grpc::Status::OK;
-      }
-      const RunOptions& o = s_->coordinator->options();
-      v1::RoundSettings* settings = chunk.mutable_settings();
-      settings->set_round(ticket->round);
-      settings->set_total_rounds(o.rounds);
-      settings->set_local_epochs(o.local_epochs);
-      settings->set_batch_size(o.batch_size);
-      settings->set_learning_rate(o.learning_rate);
-      settings->set_activation_encoding(EncodingOf(o.activation_encoding));
-      settings->set_shuffle_seed(ticket->shuffle_seed);
-      settings->set_deadline_unix_ms(ticket->deadline_unix_ms);
-      WriteSiteMethod(o.method, *ticket, settings->mutable_method());
-      int64_t bytes = chunk.ByteSizeLong();
-      bool ok = writer->Write(chunk);
-      for (const auto& [name, t] : ticket->client_state) {
-        if (!ok) break;
-        chunk.Clear();
-        if (auto st = EncodeStateEntry(name, t, chunk.mutable_state()); !st.ok()) return ToGrpc(st);
-        bytes += chunk.ByteSizeLong();
-        ok = writer->Write(chunk);
-      }
-      chunk.Clear();
-      chunk.set_end(true);
-      if (!ok || !writer->Write(chunk)) {
-        s_->coordinator->MarkFailed(*site, ticket->round, "lost while receiving the round");
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "site went away");
-      }
-      s_->coordinator->CountBytes(*site, 0, bytes);
-      LOG(INFO) << "event=round_sent site=" << *site << " round=" << ticket->round
-                << " bytes=" << bytes;
-      return grpc::Status::OK;
-    }
+    // WaitRound: parked until the site's ticket is ready, then streams the round's settings,
+    // the global client parts entry by entry, and an end marker.
+    class RoundCall final : public grpc::ServerWriteReactor<v1::RoundChunk>,
+                            public RoundLongPolls::Call {
+     public:
+      RoundCall(Services* s, std::string site)
+          : s_(s),
+            site_(std::move(site)),
+            give_up_at_(std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(
+                            static_cast<int64_t>(s->wait_round_seconds * 1000))) {}
 
-    grpc::Status SubmitUpdate(grpc::ServerContext* context,
-                              grpc::ServerReader<v1::UpdateChunk>* reader,
-                              v1::SubmitReply* reply) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return ToGrpc(site.status());
-      v1::UpdateChunk chunk;
-      if (!reader->Read(&chunk) || !chunk.has_scalars())
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "an update starts with its scalars");
-      SiteSubmission submission;
-      const v1::UpdateScalars& sc = chunk.scalars();
-      submission.round = sc.round();
-      submission.num_images = sc.num_images();
-      submission.train_loss = sc.train_loss();
-      submission.validation_loss = sc.validation_loss();
-      submission.validation_dice = sc.validation_dice();
-      submission.reliability = sc.reliability();
-      submission.teacher_loss = sc.teacher_loss();
-      submission.boundary_noise = sc.boundary_noise();
-      if (auto st = CheckSubmissionScalars(*site, submission); !st.ok()) {
-        LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
-                     << "\"";
-        s_->coordinator->MarkFailed(*site, submission.round,
-                                    absl::StrCat("update refused: ", st.message()));
-        return ToGrpc(st);
-      }
-      int64_t bytes = chunk.ByteSizeLong();
-      while (reader->Read(&chunk)) {
-        bytes += chunk.ByteSizeLong();
-        if (!chunk.has_state())
-          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              "after the scalars an update holds only state entries");
-        if (auto st = DecodeStateEntry(chunk.state(), &submission.client_state); !st.ok()) {
-          LOG(WARNING) << "event=update_refused site=" << *site << " reason=\"" << st.message()
-                       << "\"";
-          s_->coordinator->MarkFailed(*site, submission.round,
-                                      absl::StrCat("update refused: ", st.message()));
-          return ToGrpc(st);
+      const std::string& site() const override { return site_; }
+      bool cancelled() const override { return cancelled_; }
+      std::chrono::steady_clock::time_point give_up_at() const override { return give_up_at_; }
+      void End(const grpc::Status& status) override { Finish(status); }
+
+      void Deliver(RoundTicket ticket) override {
+        ticket_ = std::move(ticket);
+        next_entry_ = ticket_.client_state.begin();
+        if (ticket_.finished) {
+          chunk_.set_finished(true);
+          done_writing_ = true;
+        } else {
+          const RunOptions& o = s_->coordinator->options();
+          v1::RoundSettings* settings = chunk_.mutable_settings();
+          settings->set_round(ticket_.round);
+          settings->set_total_rounds(o.rounds);
+          settings->set_local_epochs(o.local_epochs);
+          settings->set_batch_size(o.batch_size);
+          settings->set_learning_rate(o.learning_rate);
+          settings->set_activation_encoding(EncodingOf(o.activation_encoding));
+          settings->set_shuffle_seed(ticket_.shuffle_seed);
+          settings->set_deadline_unix_ms(ticket_.deadline_unix_ms);
+          WriteSiteMethod(o.method, ticket_, settings->mutable_method());
         }
+        Write();
       }
-      s_->coordinator->CountBytes(*site, bytes, 0);
-      const int64_t round = submission.round;
-      if (auto st = s_->coordinator->Submit(*site, std::move(submission)); !st.ok()) {
-        LOG(WARNING) << "event=update_refused site=" << *site << " round=" << round
-                     << " reason=\"" << st.message() << "\"";
-        return ToGrpc(st);
+
+      void OnWriteDone(bool ok) override {
+        if (ticket_.finished) return Finish(grpc::Status::OK);
+        if (!ok) {
+          s_->coordinator->MarkFailed(site_, ticket_.round, "lost while receiving the round");
+          return Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "site went away"));
+        }
+        if (done_writing_) {
+          s_->coordinator->CountBytes(site_, 0, bytes_);
+          LOG(INFO) << "event=round_sent site=" << site_ << " round=" << ticket_.round
+                    << " bytes=" << bytes_;
+          return Finish(grpc::Status::OK);
+        }
+        chunk_.Clear();
+        if (next_entry_ != ticket_.client_state.end()) {
+          const auto& [name, t] = *next_entry_++;
+          if (auto st = EncodeStateEntry(name, t, chunk_.mutable_state()); !st.ok()) {
+            s_->coordinator->MarkFailed(site_, ticket_.round, std::string(st.message()));
+            return Finish(ToGrpc(st));
+          }
+        } else {
+          chunk_.set_end(true);
+          done_writing_ = true;
+        }
+        Write();
       }
-      LOG(INFO) << "event=update site=" << *site << " round=" << round << " bytes=" << bytes;
-      reply->set_accepted(true);
-      return grpc::Status::OK;
-    }
 
-    grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest*,
-                           v1::HeartbeatReply* reply) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return ToGrpc(site.status());
-      s_->coordinator->Heartbeat(*site);
-      reply->set_current_round(s_->coordinator->current_round());
-      return grpc::Status::OK;
-    }
+      void OnCancel() override { cancelled_ = true; }
+      void OnDone() override { delete this; }
 
-   private:
+     private:
+      void Write() {
+        bytes_ += chunk_.ByteSizeLong();
+        StartWrite(&chunk_);
+      }
+
+      Services* s_;
+      const std::string site_;
+      const std::chrono::steady_clock::time_point give_up_at_;
+      std::atomic<bool> cancelled_{false};
+      RoundTicket ticket_;
+      NamedTensors::const_iterator next_entry_;
+      v1::RoundChunk chunk_;
+      bool done_writing_ = false;
+      int64_t bytes_ = 0;
+    };
+
+    // SubmitUpdate: the scalars first, then the client parts entry by entry; decoded as they
+    // arrive, handed to the coordinator at the end.
+    class UpdateCall final : public grpc::ServerReadReactor<v1::UpdateChunk> {
+     public:
+      UpdateCall(Services* s, grpc::CallbackServerContext* context, std::string site,
+                 v1::SubmitReply* reply)
+          : s_(s), context_(context), site_(std::move(site)), reply_(reply) {
+        StartRead(&chunk_);
+      }
+
+      void OnReadDone(bool ok) override {
+        if (!ok) return Complete();
+        bytes_ += chunk_.ByteSizeLong();
+        if (!has_scalars_) {
+          if (!chunk_.has_scalars())
+            return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                       "an update starts with its scalars"));
+          has_scalars_ = true;
+          const v1::UpdateScalars& sc = chunk_.scalars();
+          submission_.round = sc.round();
+          submission_.num_images = sc.num_images();
+          submission_.train_loss = sc.train_loss();
+          submission_.validation_loss = sc.validation_loss();
+          submission_.validation_dice = sc.validation_dice();
+          submission_.reliability = sc.reliability();
+          submission_.teacher_loss = sc.teacher_loss();
+          submission_.boundary_noise = sc.boundary_noise();
+          if (auto st = CheckSubmissionScalars(site_, submission_); !st.ok()) return Refuse(st);
+        } else {
+          if (!chunk_.has_state())
+            return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                       "after the scalars an update holds only state entries"));
+          if (auto st = DecodeStateEntry(chunk_.state(), &submission_.client_state); !st.ok())
+            return Refuse(st);
+        }
+        StartRead(&chunk_);
+      }
+
+      void OnDone() override { delete this; }
+
+     private:
+      void Refuse(const absl::Status& st) {
+        LOG(WARNING) << "event=update_refused site=" << site_ << " reason=\"" << st.message()
+                     << "\"";
+        s_->coordinator->MarkFailed(site_, submission_.round,
+                                    absl::StrCat("update refused: ", st.message()));
+        Finish(ToGrpc(st));
+      }
+
+      // The stream ended: a whole update (unless the site went away on the way).
+      void Complete() {
+        if (!has_scalars_)
+          return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                     "an update starts with its scalars"));
+        if (context_->IsCancelled()) {
+          s_->coordinator->MarkFailed(site_, submission_.round, "lost while sending its update");
+          return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "site went away"));
+        }
+        s_->coordinator->CountBytes(site_, bytes_, 0);
+        const int64_t round = submission_.round;
+        if (auto st = s_->coordinator->Submit(site_, std::move(submission_)); !st.ok()) {
+          LOG(WARNING) << "event=update_refused site=" << site_ << " round=" << round
+                       << " reason=\"" << st.message() << "\"";
+          return Finish(ToGrpc(st));
+        }
+        LOG(INFO) << "event=update site=" << site_ << " round=" << round << " bytes=" << bytes_;
+        reply_->set_accepted(true);
+        Finish(grpc::Status::OK);
+      }
+
+      Services* s_;
+      grpc::CallbackServerContext* context_;
+      const std::string site_;
+      v1::SubmitReply* reply_;
+      v1::UpdateChunk chunk_;
+      SiteSubmission submission_;
+      bool has_scalars_ = false;
+      int64_t bytes_ = 0;
+    };
+
     Services* s_;
   };
 
@@ -299,12 +518,20 @@ struct CoordinatorServer::Services {
     Services* s_;
   };
 
-  class AdminImpl final : public v1::Admin::Service {
+  class AdminImpl final : public v1::Admin::CallbackService {
    public:
     explicit AdminImpl(Services* s) : s_(s) {}
 
-    grpc::Status Status(grpc::ServerContext* context, const v1::StatusRequest*,
-                        v1::StatusReply* reply) override {
+    // A few SQLite reads: answered on the callback thread.
+    grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                     const v1::StatusRequest*, v1::StatusReply* reply) override {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      reactor->Finish(Answer(context, reply));
+      return reactor;
+    }
+
+   private:
+    grpc::Status Answer(grpc::CallbackServerContext* context, v1::StatusReply* reply) {
       absl::StatusOr<std::string> caller = CallerName(context, s_->tls);
       if (!caller.ok()) return ToGrpc(caller.status());
       if (s_->tls && *caller != "admin")
@@ -350,7 +577,6 @@ struct CoordinatorServer::Services {
       return grpc::Status::OK;
     }
 
-   private:
     Services* s_;
   };
 
@@ -380,7 +606,7 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std:
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     Coordinator* coordinator, RunStore* store, const std::string& listen,
-    const std::optional<TlsFiles>& tls) {
+    const std::optional<TlsFiles>& tls, double wait_round_seconds) {
   if (!tls && !listen.empty() && !IsLoopback(listen))
     return absl::InvalidArgumentError(absl::StrCat(
         "insecure mode may only listen on loopback (127.0.0.1), not '", listen, "'"));
@@ -390,6 +616,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   s.coordinator = coordinator;
   s.store = store;
   s.tls = tls.has_value();
+  s.wait_round_seconds = wait_round_seconds;
+  s.long_polls = std::make_unique<RoundLongPolls>(coordinator);
   s.federation = std::make_unique<Services::FederationImpl>(&s);
   s.split = std::make_unique<Services::SplitImpl>(&s);
   s.admin = std::make_unique<Services::AdminImpl>(&s);
@@ -437,6 +665,7 @@ void CoordinatorServer::Shutdown() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
     server_.reset();
+    services_->long_polls->Stop();  // after the server: it ends parked calls while shutting down
   }
 }
 

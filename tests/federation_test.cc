@@ -533,6 +533,64 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
   EXPECT_GT(state_entries, 0);
 }
 
+// WaitRound over the in-process channel, as site `name` (insecure mode: the name travels in
+// a header); returns the call's status once it ends.
+grpc::Status WaitRoundAs(CoordinatorServer& server, const std::string& name,
+                         std::chrono::seconds client_deadline) {
+  auto stub = v1::Federation::NewStub(server.InProcessChannel());
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("x-splitfed-site", name);
+    v1::JoinReply reply;
+    if (grpc::Status st = stub->Join(&context, v1::JoinRequest(), &reply); !st.ok()) return st;
+  }
+  grpc::ClientContext context;
+  context.AddMetadata("x-splitfed-site", name);
+  context.set_deadline(std::chrono::system_clock::now() + client_deadline);
+  auto reader = stub->WaitRound(&context, v1::WaitRoundRequest());
+  v1::RoundChunk chunk;
+  while (reader->Read(&chunk)) {
+  }
+  return reader->Finish();
+}
+
+// Waiting sites are parked, not served by a thread each: every one is told to ask again when
+// its long-poll runs out, and a server shutting down ends the calls still parked.
+TEST_F(Federation, ParkedWaitRoundCallsEndOnTheirLongPollOrAtShutdown) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 12; ++i) names.push_back("site" + std::to_string(i));
+  RunOptions options = SmallRun(names, 1);
+  // Run() is never called: no round opens.
+  store_ = *RunStore::Open((dir_ / "run.db").string());
+  coordinator_ = *Coordinator::Create(options, store_.get());
+  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 0.5);
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::future<grpc::Status>> waits;
+  for (const std::string& name : names)
+    waits.push_back(std::async(std::launch::async, [&, name] {
+      return WaitRoundAs(*server_, name, std::chrono::seconds(20));
+    }));
+  for (auto& w : waits) {
+    ASSERT_EQ(w.wait_for(15s), std::future_status::ready);
+    const grpc::Status st = w.get();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+    EXPECT_NE(st.error_message().find("ask again"), std::string::npos) << st.error_message();
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 500ms);
+
+  // A long-poll of 30 s, cut short by the server's shutdown.
+  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 30);
+  auto parked = std::async(std::launch::async,
+                           [&] { return WaitRoundAs(*server_, "site0", std::chrono::seconds(60)); });
+  std::this_thread::sleep_for(300ms);
+  const auto shutdown = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  ASSERT_EQ(parked.wait_for(20s), std::future_status::ready);
+  EXPECT_FALSE(parked.get().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - shutdown, 15s);
+}
+
 TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   StartCoordinator(SmallRun({"a", "b"}, 1));
   SiteClientOptions o = SiteOptions("a", Phantoms(41, 12));
