@@ -36,8 +36,9 @@ class CoordinatorServer {
   // it (insecure mode), `listen` must be a loopback address and the site's name is read from
   // the "x-splitfed-site" request header. An empty `listen` opens no port at all: the server is
   // then reachable only through InProcessChannel() (the simulator's transport).
-  // A WaitRound call is answered within `wait_round_seconds` (DEADLINE_EXCEEDED if no round
-  // opened for the site by then: it asks again).
+  // `coordinator` and `store` must outlive the server. A WaitRound call is answered within
+  // `wait_round_seconds` (DEADLINE_EXCEEDED if no round opened for the site by then: it asks
+  // again).
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       Coordinator* coordinator, RunStore* store, const std::string& listen,
       const std::optional<TlsFiles>& tls, double wait_round_seconds = 30);
