@@ -72,7 +72,7 @@ v1::Encoding EncodingOf(WireEncoding e) {
 
 // Parks WaitRound calls (callback API) until a round opens for their site, the run ends, the
 // call is cancelled or its long-poll time runs out. One thread of ours serves every parked
-// call, so a hundred waiting sites hold no hundred gRPC threads.
+// call, so waiting sites hold no gRPC threads.
 class RoundLongPolls {
  public:
   class Call {
