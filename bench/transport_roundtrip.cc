@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -85,11 +86,11 @@ struct Result {
   double median_us = 0, p90_us = 0;
 };
 
-// gRPC integer arguments ("name=value") given on the command line, for both ends.
-std::vector<std::pair<std::string, int>> g_args;
+// gRPC integer channel arguments (name, value), set on both ends.
+using IntArgs = std::vector<std::pair<std::string, int>>;
 
 Result Measure(const std::string& transport, const std::string& api, int64_t bytes,
-               int exchanges, const Pki& pki) {
+               int exchanges, const Pki& pki, const IntArgs& grpc_args) {
   SyncEcho sync_echo;
   CallbackEcho callback_echo;
   grpc::ServerBuilder builder;
@@ -102,7 +103,7 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
   } else if (transport == "tcp") {
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   }
-  for (const auto& [name, value] : g_args) builder.AddChannelArgument(name, value);
+  for (const auto& [name, value] : grpc_args) builder.AddChannelArgument(name, value);
   builder.SetMaxReceiveMessageSize(splitfed::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(splitfed::kMaxMessageBytes);
   if (api == "sync")
@@ -112,7 +113,7 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
 
   grpc::ChannelArguments args;
-  for (const auto& [name, value] : g_args) args.SetInt(name, value);
+  for (const auto& [name, value] : grpc_args) args.SetInt(name, value);
   args.SetMaxReceiveMessageSize(splitfed::kMaxMessageBytes);
   args.SetMaxSendMessageSize(splitfed::kMaxMessageBytes);
   std::shared_ptr<grpc::Channel> channel;
@@ -129,9 +130,9 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
     channel = server->InProcessChannel(args);
   }
 
-  auto stub = splitfed::v1::Split::NewStub(channel);
+  auto split = splitfed::v1::Split::NewStub(channel);
   grpc::ClientContext context;
-  auto stream = stub->Train(&context);
+  auto stream = split->Train(&context);
   SplitMessage out, in;
   out.set_kind(SplitMessage::ACTIVATION);
   out.mutable_tensor()->set_data(std::string(bytes, '\x01'));
@@ -172,13 +173,21 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   splitfed::KeepTrainingBuffersInHeap();  // as `splitfed` runs
 
+  IntArgs grpc_args;
   for (const std::string& a : arg_texts) {
     const auto eq = a.find('=');
     if (eq == std::string::npos) {
       std::fprintf(stderr, "--arg %s: expected NAME=VALUE\n", a.c_str());
       return 2;
     }
-    g_args.emplace_back(a.substr(0, eq), std::stoi(a.substr(eq + 1)));
+    const std::string value = a.substr(eq + 1);
+    char* end = nullptr;
+    const long parsed = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0') {
+      std::fprintf(stderr, "--arg %s: the value must be an integer\n", a.c_str());
+      return 2;
+    }
+    grpc_args.emplace_back(a.substr(0, eq), static_cast<int>(parsed));
   }
   const Pki pki = MakePki();
   nlohmann::json results = nlohmann::json::array();
@@ -187,7 +196,7 @@ int main(int argc, char** argv) {
   for (int64_t bytes : sizes)
     for (const std::string& transport : transports)
       for (const char* api : {"sync", "callback"}) {
-        const Result r = Measure(transport, api, bytes, exchanges, pki);
+        const Result r = Measure(transport, api, bytes, exchanges, pki, grpc_args);
         // Two messages of `bytes` cross per exchange.
         const double mb_per_s = 2.0 * bytes / r.median_us;
         std::printf("%-10s %-9s %10lld %12.0f %12.0f %10.0f\n", transport.c_str(), api,

@@ -100,8 +100,7 @@ class RoundLongPolls {
       return;
     }
     lock.unlock();
-    coordinator_->StopWaiting(call->site());
-    call->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+    EndAtShutdown(call);
   }
 
   void Stop() {
@@ -115,6 +114,11 @@ class RoundLongPolls {
   }
 
  private:
+  void EndAtShutdown(Call* call) {
+    coordinator_->StopWaiting(call->site());
+    call->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+  }
+
   // Ends `call` if it can be ended now; false if it stays parked.
   bool Settle(Call* call) {
     if (call->cancelled()) {
@@ -151,8 +155,7 @@ class RoundLongPolls {
       std::vector<Call*> still;
       for (Call* call : calls) {
         if (stopping) {
-          coordinator_->StopWaiting(call->site());
-          call->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+          EndAtShutdown(call);
         } else if (!Settle(call)) {
           still.push_back(call);
         }
@@ -172,6 +175,14 @@ class RoundLongPolls {
   bool stopping_ = false;
   std::thread thread_;
 };
+
+// A unary call answered at once, on gRPC's callback thread.
+grpc::ServerUnaryReactor* AnswerNow(grpc::CallbackServerContext* context,
+                                    const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
 
 // A callback-API answer that is an error from the start.
 template <typename Reactor>
@@ -198,9 +209,7 @@ struct CoordinatorServer::Services {
     grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                    const v1::JoinRequest* request,
                                    v1::JoinReply* reply) override {
-      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-      reactor->Finish(DoJoin(context, *request, reply));
-      return reactor;
+      return AnswerNow(context, DoJoin(context, *request, reply));
     }
 
     grpc::ServerWriteReactor<v1::RoundChunk>* WaitRound(grpc::CallbackServerContext* context,
@@ -224,16 +233,11 @@ struct CoordinatorServer::Services {
     grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                         const v1::HeartbeatRequest*,
                                         v1::HeartbeatReply* reply) override {
-      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) {
-        reactor->Finish(ToGrpc(site.status()));
-        return reactor;
-      }
+      if (!site.ok()) return AnswerNow(context, ToGrpc(site.status()));
       s_->coordinator->Heartbeat(*site);
       reply->set_current_round(s_->coordinator->current_round());
-      reactor->Finish(grpc::Status::OK);
-      return reactor;
+      return AnswerNow(context, grpc::Status::OK);
     }
 
    private:
@@ -281,8 +285,7 @@ struct CoordinatorServer::Services {
         ticket_ = std::move(ticket);
         next_entry_ = ticket_.client_state.begin();
         if (ticket_.finished) {
-          chunk_.set_finished(true);
-          done_writing_ = true;
+          chunk_.set_finished(true);  // the only chunk: OnWriteDone finishes the call
         } else {
           const RunOptions& o = s_->coordinator->options();
           v1::RoundSettings* settings = chunk_.mutable_settings();
@@ -525,9 +528,7 @@ struct CoordinatorServer::Services {
     // A few SQLite reads: answered on the callback thread.
     grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                      const v1::StatusRequest*, v1::StatusReply* reply) override {
-      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-      reactor->Finish(Answer(context, reply));
-      return reactor;
+      return AnswerNow(context, Answer(context, reply));
     }
 
    private:

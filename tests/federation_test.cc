@@ -537,17 +537,18 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
 // a header); returns the call's status once it ends.
 grpc::Status WaitRoundAs(CoordinatorServer& server, const std::string& name,
                          std::chrono::seconds client_deadline) {
-  auto stub = v1::Federation::NewStub(server.InProcessChannel());
+  auto federation = v1::Federation::NewStub(server.InProcessChannel());
   {
     grpc::ClientContext context;
     context.AddMetadata("x-splitfed-site", name);
     v1::JoinReply reply;
-    if (grpc::Status st = stub->Join(&context, v1::JoinRequest(), &reply); !st.ok()) return st;
+    if (grpc::Status st = federation->Join(&context, v1::JoinRequest(), &reply); !st.ok())
+      return st;
   }
   grpc::ClientContext context;
   context.AddMetadata("x-splitfed-site", name);
   context.set_deadline(std::chrono::system_clock::now() + client_deadline);
-  auto reader = stub->WaitRound(&context, v1::WaitRoundRequest());
+  auto reader = federation->WaitRound(&context, v1::WaitRoundRequest());
   v1::RoundChunk chunk;
   while (reader->Read(&chunk)) {
   }
