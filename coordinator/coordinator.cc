@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "split/model_file.h"
+#include "split/openmp_wait.h"
 
 namespace splitfed {
 namespace {
@@ -335,9 +336,19 @@ absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int
 absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round) {
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
+  // With one site the step overlaps that site's work on g1. On one thread it leaves the site
+  // a core when both share a machine, instead of fighting it for both (docs/ARCHITECTURE.md,
+  // "Threads"). With more sites every thread serves their queued work.
+  bool only_site = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    only_site = participants_.size() == 1;
+  }
   return TensorWorkResult(round, [&] {
            std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
            return Guarded("the body's optimiser step", [&] {
+             std::optional<SingleThreadedOperations> one_thread;
+             if (only_site) one_thread.emplace();
              (*p)->body->FinishStep();
              return torch::Tensor();
            });

@@ -122,6 +122,7 @@ class Coordinator {
   // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
   // optimiser steps: call FinishBodyStep once g1 is on its way, so that the step overlaps the
   // site's work on g1 (the site's next call, or the round's close, takes the step otherwise).
+  // With one site in the round the step runs on one thread, leaving the site a core.
   absl::StatusOr<torch::Tensor> Forward(const std::string& site, int64_t round,
                                         const torch::Tensor& a1);
   absl::StatusOr<torch::Tensor> Backward(const std::string& site, int64_t round,
