@@ -6,7 +6,13 @@ splitfed="$1"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
+  local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ $status -ne 0 ]]; then  # whatever failed, show what each process said
+    for log in coordinator.out coordinator.log a.out a.log b.out b.log; do
+      [[ -f "$work/$log" ]] && { echo "--- $log (last 30 lines)"; tail -n 30 "$work/$log"; }
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
