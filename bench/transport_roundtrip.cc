@@ -3,8 +3,11 @@
 // bidirectional stream. The server only echoes, so the time is gRPC's (HTTP/2, TLS, copies,
 // threads), not LibTorch's. Compares mutual TLS on loopback, plain TCP and the in-process
 // channel, and the server written with gRPC's synchronous API against its callback API.
+// `--connections N` splits each message's bytes over N connections (N TLS sessions) written
+// and read in parallel, to see whether encryption spread over the cores shortens an exchange.
 //
-//   build/bench/bench_transport_roundtrip [--bytes N,...] [--exchanges N] [--out FILE]
+//   build/bench/bench_transport_roundtrip [--bytes N,...] [--exchanges N] [--connections N]
+//                                         [--out FILE]
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -90,7 +94,7 @@ struct Result {
 using IntArgs = std::vector<std::pair<std::string, int>>;
 
 Result Measure(const std::string& transport, const std::string& api, int64_t bytes,
-               int exchanges, const Pki& pki, const IntArgs& grpc_args) {
+               int exchanges, const Pki& pki, const IntArgs& grpc_args, int connections) {
   SyncEcho sync_echo;
   CallbackEcho callback_echo;
   grpc::ServerBuilder builder;
@@ -112,43 +116,72 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
     builder.RegisterService(&callback_echo);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
 
-  grpc::ChannelArguments args;
-  for (const auto& [name, value] : grpc_args) args.SetInt(name, value);
-  args.SetMaxReceiveMessageSize(splitfed::kMaxMessageBytes);
-  args.SetMaxSendMessageSize(splitfed::kMaxMessageBytes);
-  std::shared_ptr<grpc::Channel> channel;
-  const std::string target = "127.0.0.1:" + std::to_string(port);
-  if (transport == "mtls") {
-    grpc::SslCredentialsOptions o;
-    o.pem_root_certs = pki.ca.certificate;
-    o.pem_private_key = pki.client.private_key;
-    o.pem_cert_chain = pki.client.certificate;
-    channel = grpc::CreateCustomChannel(target, grpc::SslCredentials(o), args);
-  } else if (transport == "tcp") {
-    channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-  } else {
-    channel = server->InProcessChannel(args);
+  // One channel per connection: a distinct channel argument keeps gRPC from sharing one
+  // TCP connection (and one TLS session) between them.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int c = 0; c < connections; ++c) {
+    grpc::ChannelArguments args;
+    for (const auto& [name, value] : grpc_args) args.SetInt(name, value);
+    args.SetInt("splitfed.bench.connection", c);
+    args.SetMaxReceiveMessageSize(splitfed::kMaxMessageBytes);
+    args.SetMaxSendMessageSize(splitfed::kMaxMessageBytes);
+    const std::string target = "127.0.0.1:" + std::to_string(port);
+    if (transport == "mtls") {
+      grpc::SslCredentialsOptions o;
+      o.pem_root_certs = pki.ca.certificate;
+      o.pem_private_key = pki.client.private_key;
+      o.pem_cert_chain = pki.client.certificate;
+      channels.push_back(grpc::CreateCustomChannel(target, grpc::SslCredentials(o), args));
+    } else if (transport == "tcp") {
+      channels.push_back(
+          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    } else {
+      channels.push_back(server->InProcessChannel(args));
+    }
   }
 
-  auto split = splitfed::v1::Split::NewStub(channel);
-  grpc::ClientContext context;
-  auto stream = split->Train(&context);
-  SplitMessage out, in;
-  out.set_kind(SplitMessage::ACTIVATION);
-  out.mutable_tensor()->set_data(std::string(bytes, '\x01'));
+  // Each connection carries its share of the bytes; an exchange ends when every share is back.
+  struct Lane {
+    std::unique_ptr<splitfed::v1::Split::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<SplitMessage, SplitMessage>> stream;
+    SplitMessage out, in;
+  };
+  std::vector<std::unique_ptr<Lane>> lanes;
+  for (int c = 0; c < connections; ++c) {
+    auto lane = std::make_unique<Lane>();
+    lane->stub = splitfed::v1::Split::NewStub(channels[c]);
+    lane->stream = lane->stub->Train(&lane->context);
+    lane->out.set_kind(SplitMessage::ACTIVATION);
+    const int64_t share = bytes / connections + (c < bytes % connections ? 1 : 0);
+    lane->out.mutable_tensor()->set_data(std::string(share, '\x01'));
+    lanes.push_back(std::move(lane));
+  }
+  auto exchange = [](Lane* lane) {
+    return lane->stream->Write(lane->out) && lane->stream->Read(&lane->in);
+  };
   std::vector<double> us;
   const int warmup = 10;
   for (int i = 0; i < warmup + exchanges; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    if (!stream->Write(out) || !stream->Read(&in)) {
+    // A new thread per extra connection and exchange (tens of µs) counts against splitting;
+    // a client built this way would keep its threads.
+    std::vector<std::future<bool>> others;
+    for (int c = 1; c < connections; ++c)
+      others.push_back(std::async(std::launch::async, exchange, lanes[c].get()));
+    bool ok = exchange(lanes[0].get());
+    for (auto& f : others) ok = f.get() && ok;
+    if (!ok) {
       std::fprintf(stderr, "stream broke after %d exchanges\n", i);
       std::exit(1);
     }
     const auto end = std::chrono::steady_clock::now();
     if (i >= warmup) us.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
-  stream->WritesDone();
-  stream->Finish();
+  for (auto& lane : lanes) {
+    lane->stream->WritesDone();
+    lane->stream->Finish();
+  }
   server->Shutdown();
   std::sort(us.begin(), us.end());
   return {transport, api, bytes, us[us.size() / 2], us[us.size() * 9 / 10]};
@@ -170,6 +203,10 @@ int main(int argc, char** argv) {
   app.add_option("--arg", arg_texts, "a gRPC integer channel argument NAME=VALUE for both ends");
   app.add_option("--transports", transports, "mtls, tcp, inprocess")->delimiter(',');
   app.add_option("--out", out_path, "also write the results as JSON here");
+  int connections = 1;
+  app.add_option("--connections", connections,
+                 "split each message over this many connections, sent in parallel")
+      ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   splitfed::KeepTrainingBuffersInHeap();  // as `splitfed` runs
 
@@ -196,7 +233,7 @@ int main(int argc, char** argv) {
   for (int64_t bytes : sizes)
     for (const std::string& transport : transports)
       for (const char* api : {"sync", "callback"}) {
-        const Result r = Measure(transport, api, bytes, exchanges, pki, grpc_args);
+        const Result r = Measure(transport, api, bytes, exchanges, pki, grpc_args, connections);
         // Two messages of `bytes` cross per exchange.
         const double mb_per_s = 2.0 * bytes / r.median_us;
         std::printf("%-10s %-9s %10lld %12.0f %12.0f %10.0f\n", transport.c_str(), api,
