@@ -177,23 +177,6 @@ absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RoundTicket> Coordinator::WaitRound(const std::string& site, double wait_seconds,
-                                                   const std::function<bool()>& cancelled) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(wait_seconds * 1000));
-  while (true) {
-    absl::StatusOr<std::optional<RoundTicket>> polled = PollRoundLocked(site, lock);
-    if (!polled.ok()) return polled.status();
-    if (polled->has_value()) return std::move(**polled);
-    if ((cancelled && cancelled()) || std::chrono::steady_clock::now() >= until) {
-      sites_[site].waiting = false;
-      return absl::DeadlineExceededError("no round opened yet; ask again");
-    }
-    changed_.wait_for(lock, std::chrono::milliseconds(200));
-  }
-}
-
 absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRound(const std::string& site) {
   std::unique_lock<std::mutex> lock(mutex_);
   return PollRoundLocked(site, lock);

@@ -106,13 +106,10 @@ class Coordinator {
   // A site joins (or rejoins). Refused if its name is not enrolled. `num_images` may be 0
   // when the site has not loaded its data yet (it reports n_k with each update).
   absl::Status Join(const std::string& site, int64_t num_images);
-  // Parks until a round that includes `site` opens, the run finishes, `cancelled()` turns
-  // true, or `wait_seconds` pass (then kDeadlineExceeded: the site simply asks again).
-  absl::StatusOr<RoundTicket> WaitRound(const std::string& site, double wait_seconds,
-                                        const std::function<bool()>& cancelled);
-  // WaitRound without waiting, for servers that park calls themselves: marks `site` as
-  // waiting and returns its ticket (or the finished ticket), or nullopt if no round is open
-  // for it yet. A site that gives up waiting calls StopWaiting.
+  // A site asking for its round, without blocking (the server parks the call and asks again
+  // on every WaitForChange): marks `site` as waiting and returns its ticket (or the finished
+  // ticket), or nullopt if no round is open for it yet. A site that gives up waiting calls
+  // StopWaiting.
   absl::StatusOr<std::optional<RoundTicket>> PollRound(const std::string& site);
   void StopWaiting(const std::string& site);
   // Returns when the coordinator's state changes (a round opens, the run ends, ...) or after

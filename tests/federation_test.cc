@@ -50,6 +50,22 @@ RunOptions SmallRun(std::vector<std::string> sites, int64_t rounds) {
   return o;
 }
 
+// A site asking for its round the way the server's long-poll does: PollRound, and again
+// after every change of the coordinator's state, for up to 20 s.
+absl::StatusOr<RoundTicket> WaitForTicket(Coordinator& c, const std::string& site) {
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (true) {
+    absl::StatusOr<std::optional<RoundTicket>> polled = c.PollRound(site);
+    if (!polled.ok()) return polled.status();
+    if (polled->has_value()) return std::move(**polled);
+    if (std::chrono::steady_clock::now() >= until) {
+      c.StopWaiting(site);
+      return absl::DeadlineExceededError("no round opened for " + site);
+    }
+    c.WaitForChange(200ms);
+  }
+}
+
 DataLoader Phantoms(uint64_t seed, int64_t count) {
   return [seed, count](const DataRequest& r) {
     PhantomOptions p;
@@ -318,11 +334,11 @@ TEST(CoordinatorRounds, AParticipantWhoseTicketWasLostGetsTheSameRoundAgain) {
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Join("a", 10).ok());
   auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
-  absl::StatusOr<RoundTicket> first = (*c)->WaitRound("a", 20, nullptr);
+  absl::StatusOr<RoundTicket> first = WaitForTicket(**c, "a");
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->round, 1);
   // The answer never reached the site, which asks again: same round, same global state.
-  absl::StatusOr<RoundTicket> again = (*c)->WaitRound("a", 20, nullptr);
+  absl::StatusOr<RoundTicket> again = WaitForTicket(**c, "a");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->round, 1);
   EXPECT_EQ(again->client_state.size(), first->client_state.size());
@@ -339,8 +355,8 @@ TEST(CoordinatorRounds, ARefusedUpdateLeavesTheSiteOutWithoutWaitingForTheDeadli
   ASSERT_TRUE((*c)->Join("a", 10).ok());
   ASSERT_TRUE((*c)->Join("b", 10).ok());
   auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
-  auto ticket_a = std::async(std::launch::async, [&] { return (*c)->WaitRound("a", 20, nullptr); });
-  absl::StatusOr<RoundTicket> b = (*c)->WaitRound("b", 20, nullptr);
+  auto ticket_a = std::async(std::launch::async, [&] { return WaitForTicket(**c, "a"); });
+  absl::StatusOr<RoundTicket> b = WaitForTicket(**c, "b");
   absl::StatusOr<RoundTicket> a = ticket_a.get();
   ASSERT_TRUE(a.ok() && b.ok());
   SiteSubmission bad;
@@ -374,7 +390,7 @@ TEST(CoordinatorRounds, TensorWorkRunsOnTheRunThreadWhenOperationsAreMultiThread
       return (*c)->Run();
     });
     const std::thread::id run_id = run_thread.get_future().get();
-    absl::StatusOr<RoundTicket> ticket = (*c)->WaitRound("a", 20, nullptr);
+    absl::StatusOr<RoundTicket> ticket = WaitForTicket(**c, "a");
     ASSERT_TRUE(ticket.ok()) << ticket.status();
     std::thread::id worked_on;
     ASSERT_TRUE((*c)->RunTensorWork(1, [&] { worked_on = std::this_thread::get_id(); }).ok());
@@ -533,65 +549,6 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
   EXPECT_GT(state_entries, 0);
 }
 
-// WaitRound over the in-process channel, as site `name` (insecure mode: the name travels in
-// a header); returns the call's status once it ends.
-grpc::Status WaitRoundAs(CoordinatorServer& server, const std::string& name,
-                         std::chrono::seconds client_deadline) {
-  auto federation = v1::Federation::NewStub(server.InProcessChannel());
-  {
-    grpc::ClientContext context;
-    context.AddMetadata("x-splitfed-site", name);
-    v1::JoinReply reply;
-    if (grpc::Status st = federation->Join(&context, v1::JoinRequest(), &reply); !st.ok())
-      return st;
-  }
-  grpc::ClientContext context;
-  context.AddMetadata("x-splitfed-site", name);
-  context.set_deadline(std::chrono::system_clock::now() + client_deadline);
-  auto reader = federation->WaitRound(&context, v1::WaitRoundRequest());
-  v1::RoundChunk chunk;
-  while (reader->Read(&chunk)) {
-  }
-  return reader->Finish();
-}
-
-// Waiting sites are parked, not served by a thread each: every one is told to ask again when
-// its long-poll runs out, and a server shutting down ends the calls still parked.
-TEST_F(Federation, ParkedWaitRoundCallsEndOnTheirLongPollOrAtShutdown) {
-  std::vector<std::string> names;
-  for (int i = 0; i < 12; ++i) names.push_back("site" + std::to_string(i));
-  RunOptions options = SmallRun(names, 1);
-  // Run() is never called: no round opens.
-  store_ = *RunStore::Open((dir_ / "run.db").string());
-  coordinator_ = *Coordinator::Create(options, store_.get());
-  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 0.5);
-
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::future<grpc::Status>> waits;
-  for (const std::string& name : names)
-    waits.push_back(std::async(std::launch::async, [&, name] {
-      return WaitRoundAs(*server_, name, std::chrono::seconds(20));
-    }));
-  for (auto& w : waits) {
-    ASSERT_EQ(w.wait_for(15s), std::future_status::ready);
-    const grpc::Status st = w.get();
-    EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
-    EXPECT_NE(st.error_message().find("ask again"), std::string::npos) << st.error_message();
-  }
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 500ms);
-
-  // A long-poll of 30 s, cut short by the server's shutdown.
-  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 30);
-  auto parked = std::async(std::launch::async,
-                           [&] { return WaitRoundAs(*server_, "site0", std::chrono::seconds(60)); });
-  std::this_thread::sleep_for(300ms);
-  const auto shutdown = std::chrono::steady_clock::now();
-  server_->Shutdown();
-  ASSERT_EQ(parked.wait_for(20s), std::future_status::ready);
-  EXPECT_FALSE(parked.get().ok());
-  EXPECT_LT(std::chrono::steady_clock::now() - shutdown, 15s);
-}
-
 TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   StartCoordinator(SmallRun({"a", "b"}, 1));
   SiteClientOptions o = SiteOptions("a", Phantoms(41, 12));
@@ -678,28 +635,39 @@ class RawSite {
     federation_ = v1::Federation::NewStub(channel);
     split_ = v1::Split::NewStub(channel);
   }
+  // Over the coordinator's in-process channel, insecure: the name travels in a header.
+  RawSite(const std::shared_ptr<grpc::Channel>& channel, std::string insecure_name)
+      : insecure_name_(std::move(insecure_name)),
+        federation_(v1::Federation::NewStub(channel)),
+        split_(v1::Split::NewStub(channel)) {}
   grpc::Status Join() {
     grpc::ClientContext context;
+    Identify(context);
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     v1::JoinRequest request;
     request.set_num_images(10);
     v1::JoinReply reply;
     return federation_->Join(&context, request, &reply);
   }
-  // Blocks until a round opens; returns its number (0 on failure).
-  int64_t WaitRound() {
+  // Blocks until a round opens or the call ends; returns the round (0 on failure) and, if
+  // asked, the call's status.
+  int64_t WaitRound(std::chrono::seconds deadline = 60s, grpc::Status* status = nullptr) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 60s);
+    Identify(context);
+    context.set_deadline(std::chrono::system_clock::now() + deadline);
     auto reader = federation_->WaitRound(&context, v1::WaitRoundRequest());
     v1::RoundChunk chunk;
     int64_t round = 0;
     while (reader->Read(&chunk))
       if (chunk.has_settings()) round = chunk.settings().round();
-    return reader->Finish().ok() ? round : 0;
+    const grpc::Status st = reader->Finish();
+    if (status) *status = st;
+    return st.ok() ? round : 0;
   }
   // Sends one message on a fresh Split stream; returns the stream's final status.
   grpc::Status SendOne(const v1::SplitMessage& message) {
     grpc::ClientContext context;
+    Identify(context);
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     auto stream = split_->Train(&context);
     stream->Write(message);
@@ -712,6 +680,7 @@ class RawSite {
   // Sends one good activation, reads the answer, then drops the connection.
   bool StartThenVanish(const v1::SplitMessage& message) {
     grpc::ClientContext context;
+    Identify(context);
     auto stream = split_->Train(&context);
     v1::SplitMessage reply;
     const bool answered = stream->Write(message) && stream->Read(&reply);
@@ -722,6 +691,7 @@ class RawSite {
   // NaN weights, or (with a negative validation loss) finite weights and a bad scalar.
   grpc::Status SubmitWithNaN(int64_t round, double validation_loss = 0) {
     grpc::ClientContext context;
+    Identify(context);
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     v1::SubmitReply reply;
     auto writer = federation_->SubmitUpdate(&context, &reply);
@@ -740,9 +710,58 @@ class RawSite {
   }
 
  private:
+  void Identify(grpc::ClientContext& context) const {
+    if (!insecure_name_.empty()) context.AddMetadata("x-splitfed-site", insecure_name_);
+  }
+
+  std::string insecure_name_;  // empty over mTLS: the certificate names the site
   std::unique_ptr<v1::Federation::Stub> federation_;
   std::unique_ptr<v1::Split::Stub> split_;
 };
+
+// Waiting sites are parked, not served by a thread each: every one is told to ask again when
+// its long-poll runs out, and a server shutting down ends the calls still parked.
+TEST_F(Federation, ParkedWaitRoundCallsEndOnTheirLongPollOrAtShutdown) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 12; ++i) names.push_back("site" + std::to_string(i));
+  RunOptions options = SmallRun(names, 1);
+  // Run() is never called: no round opens.
+  store_ = *RunStore::Open((dir_ / "run.db").string());
+  coordinator_ = *Coordinator::Create(options, store_.get());
+  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 0.5);
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::future<grpc::Status>> waits;
+  for (const std::string& name : names)
+    waits.push_back(std::async(std::launch::async, [&, name] {
+      RawSite site(server_->InProcessChannel(), name);
+      grpc::Status st = site.Join();
+      if (st.ok()) site.WaitRound(20s, &st);
+      return st;
+    }));
+  for (auto& w : waits) {
+    ASSERT_EQ(w.wait_for(15s), std::future_status::ready);
+    const grpc::Status st = w.get();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+    EXPECT_NE(st.error_message().find("ask again"), std::string::npos) << st.error_message();
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 500ms);
+
+  // A long-poll of 30 s, cut short by the server's shutdown.
+  server_ = *CoordinatorServer::Start(coordinator_.get(), store_.get(), "", std::nullopt, 30);
+  auto parked = std::async(std::launch::async, [&] {
+    RawSite site(server_->InProcessChannel(), "site0");
+    grpc::Status st = site.Join();
+    if (st.ok()) site.WaitRound(60s, &st);
+    return st;
+  });
+  std::this_thread::sleep_for(300ms);
+  const auto shutdown = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  ASSERT_EQ(parked.wait_for(20s), std::future_status::ready);
+  EXPECT_FALSE(parked.get().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - shutdown, 15s);
+}
 
 v1::SplitMessage Activation(int64_t round, const torch::Tensor& t) {
   v1::SplitMessage m;
