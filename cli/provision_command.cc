@@ -1,7 +1,11 @@
 // `splitfed provision`: the federation's CA and one certificate kit per party.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
@@ -32,13 +36,16 @@ void AddProvisionCommand(CLI::App& app) {
     const absl::Status s = ProvisionFederation(*o);
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));
     std::printf("provisioned %zu sites in %s\n", o->sites.size(), o->out_dir.c_str());
-    std::printf("  %s/ca/            CA certificate and key: keep the key offline\n",
-                o->out_dir.c_str());
-    std::printf("  %s/coordinator/   give to the coordinator host\n", o->out_dir.c_str());
+    std::vector<std::pair<std::string, std::string>> rows = {
+        {o->out_dir + "/ca/", "CA certificate and key: keep the key offline"},
+        {o->out_dir + "/coordinator/", "give to the coordinator host"}};
     for (const std::string& site : o->sites)
-      std::printf("  %s/sites/%s/   give to site %s\n", o->out_dir.c_str(), site.c_str(),
-                  site.c_str());
-    std::printf("  %s/admin/         for `splitfed status`\n", o->out_dir.c_str());
+      rows.push_back({o->out_dir + "/sites/" + site + "/", "give to site " + site});
+    rows.push_back({o->out_dir + "/admin/", "for `splitfed status`"});
+    size_t width = 0;
+    for (const auto& [path, what] : rows) width = std::max(width, path.size());
+    for (const auto& [path, what] : rows)
+      std::printf("  %-*s  %s\n", static_cast<int>(width), path.c_str(), what.c_str());
   });
 }
 
