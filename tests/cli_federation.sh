@@ -24,7 +24,9 @@ cd "$work"
 pids+=($!)
 port=""
 for _ in $(seq 100); do
-  port="$(sed -n 's/.*on port \([0-9]*\).*/\1/p' coordinator.out)"
+  # The background job may not have opened coordinator.out yet: a failing sed would end the
+  # script under `set -e`, so a missing file reads as "not started yet".
+  port="$(sed -n 's/.*on port \([0-9]*\).*/\1/p' coordinator.out 2>/dev/null || true)"
   [[ -n "$port" ]] && break
   sleep 0.1
 done
