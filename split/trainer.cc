@@ -14,8 +14,7 @@ namespace splitfed {
 LocalBody::LocalBody(UNetSegment body, double learning_rate)
     : body_(std::move(body)),
       step_(body_),
-      optimizer_(std::make_unique<torch::optim::Adam>(
-          body_->parameters(), torch::optim::AdamOptions(learning_rate))) {}
+      optimizer_(std::make_unique<Adam>(body_->parameters(), AdamOptions{learning_rate})) {}
 
 LocalBody::~LocalBody() = default;
 
@@ -33,7 +32,7 @@ absl::StatusOr<torch::Tensor> LocalBody::Backward(const torch::Tensor& g2) {
 
 absl::StatusOr<torch::Tensor> LocalBody::BackwardDeferringStep(const torch::Tensor& g2) {
   FinishStep();
-  optimizer_->zero_grad();
+  optimizer_->ZeroGrad();
   torch::Tensor g1 = step_.Backward(g2);
   step_pending_ = true;
   return g1;
@@ -42,7 +41,7 @@ absl::StatusOr<torch::Tensor> LocalBody::BackwardDeferringStep(const torch::Tens
 void LocalBody::FinishStep() {
   if (!step_pending_) return;
   step_pending_ = false;
-  optimizer_->step();
+  optimizer_->Step();
 }
 
 absl::StatusOr<torch::Tensor> LocalBody::Evaluate(const torch::Tensor& a1) {
@@ -66,8 +65,7 @@ SiteTrainer::SiteTrainer(UNetSegment front, UNetSegment back, const TrainerOptio
   for (const torch::Tensor& p : back_->parameters()) params.push_back(p);
   if (objective_)
     for (const torch::Tensor& p : objective_->parameters()) params.push_back(p);
-  optimizer_ =
-      std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options.learning_rate));
+  optimizer_ = std::make_unique<Adam>(params, AdamOptions{options.learning_rate});
 }
 
 SiteTrainer::~SiteTrainer() = default;
@@ -92,7 +90,7 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
     const torch::Tensor idx = order.slice(0, begin, end);
     const torch::Tensor images = set.images.index_select(0, idx);
     const torch::Tensor masks = set.masks.index_select(0, idx);
-    optimizer_->zero_grad();
+    optimizer_->ZeroGrad();
     const torch::Tensor a1 = client_.Forward(objective_ ? objective_->Inputs(idx, images) : images);
     absl::StatusOr<torch::Tensor> a2 = body.Forward(a1);
     if (!a2.ok()) return a2.status();
@@ -104,7 +102,7 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
     absl::StatusOr<torch::Tensor> g1 = body.Backward(back.g2);
     if (!g1.ok()) return g1.status();
     client_.FinishBackward(*g1);
-    optimizer_->step();
+    optimizer_->Step();
     if (objective_) objective_->AfterStep();
     loss_sum += back.loss * (end - begin);
     stats.images += end - begin;

@@ -8,13 +8,10 @@
 #include "absl/status/statusor.h"
 #include "datasets/segmentation_set.h"
 #include "metrics/segmentation_metrics.h"
+#include "split/adam.h"
 #include "split/loss.h"
 #include "split/split_step.h"
 #include "split/unet.h"
-
-namespace torch::optim {
-class Optimizer;
-}
 
 namespace splitfed {
 
@@ -56,7 +53,7 @@ class LocalBody : public BodyLink {
  private:
   UNetSegment body_;
   ServerStep step_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Adam> optimizer_;
   bool step_pending_ = false;
 };
 
@@ -117,7 +114,7 @@ class SiteTrainer {
   TrainerOptions options_;
   ClientStep client_;
   BatchObjective* objective_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Adam> optimizer_;
 };
 
 }  // namespace splitfed

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <thread>
 
+#include "split/adam.h"
 #include "split/loss.h"
 #include "split/model_state.h"
 #include "split/openmp_wait.h"
@@ -130,6 +131,58 @@ TEST(SingleThreadedOperations, LimitOnlyTheirThreadUntilTheyEnd) {
   }
   EXPECT_EQ(torch::get_num_threads(), 2);
   EXPECT_EQ(omp_get_max_threads(), 2);
+}
+
+// The fused Adam must follow LibTorch's Adam: same moments, bias corrections and ε, step by
+// step, on tensors large enough to be split between threads and on one that gets no gradient.
+TEST(Adam, FollowsLibTorchsAdamStepByStep) {
+  torch::set_num_threads(2);
+  torch::manual_seed(5);
+  auto make = [] {
+    std::vector<torch::Tensor> ps = {torch::randn({300, 700}), torch::randn({17}),
+                                     torch::randn({4, 4})};
+    for (auto& p : ps) p.requires_grad_(true);
+    return ps;
+  };
+  std::vector<torch::Tensor> ours = make();
+  std::vector<torch::Tensor> theirs;
+  for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+  const AdamOptions options{3e-3, 0.8, 0.99, 1e-6};
+  Adam adam(ours, options);
+  torch::optim::Adam reference(theirs, torch::optim::AdamOptions(options.learning_rate)
+                                           .betas({options.beta1, options.beta2})
+                                           .eps(options.epsilon));
+  for (int step = 0; step < 25; ++step) {
+    adam.ZeroGrad();
+    reference.zero_grad();
+    // The last tensor takes part only from step 10 on: until then it has no gradient and
+    // must not move (nor count steps, which its bias corrections would show).
+    const size_t trained = step < 10 ? 2 : 3;
+    for (size_t i = 0; i < trained; ++i) {
+      // Gradients of both signs and of very different sizes, so ε and sqrt(v) both matter.
+      const torch::Tensor g = torch::randn_like(ours[i]) * std::pow(10.0, (step % 5) - 3);
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    adam.Step();
+    reference.step();
+    for (size_t i = 0; i < ours.size(); ++i)
+      ASSERT_TRUE(torch::allclose(ours[i], theirs[i], /*rtol=*/1e-5, /*atol=*/1e-6))
+          << "tensor " << i << " after step " << step << ": max difference "
+          << (ours[i] - theirs[i]).abs().max().item<float>();
+  }
+  // ZeroGrad keeps the gradients but zeroes them.
+  adam.ZeroGrad();
+  for (const auto& p : ours) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+  }
+}
+
+TEST(Adam, RefusesTensorsItCannotUpdate) {
+  EXPECT_THROW(Adam({torch::zeros({3}, torch::kDouble).requires_grad_(true)}, {}), c10::Error);
+  EXPECT_THROW(Adam({torch::zeros({3})}, {}), c10::Error);  // no grad required
+  EXPECT_THROW(Adam({torch::zeros({4, 4}).t().requires_grad_(true)}, {}), c10::Error);
 }
 
 // The coordinator sends g1 before its body's optimiser steps; the step taken later (explicitly,
