@@ -42,40 +42,72 @@ absl::Status LoadClientParts(const NamedTensors& state, SplitModel& parts) {
   return LoadState(*parts.back, back);
 }
 
-// The coordinator's body as seen through one Split stream.
+// The coordinator's body as seen through one Split stream. Activations that come out of a
+// ReLU travel without their zeros, and so do their gradients (docs/PROTOCOL.md, "Sparse
+// layouts"): a1 when `front_rectified`, a2 whenever the coordinator sends it that way.
 class StreamBody : public BodyLink {
  public:
   using Stream = grpc::ClientReaderWriter<v1::SplitMessage, v1::SplitMessage>;
   StreamBody(Stream* stream, int64_t round, WireEncoding encoding,
-             const ActivationShapes& shapes)
-      : stream_(stream), round_(round), encoding_(encoding), shapes_(shapes) {}
+             const ActivationShapes& shapes, bool front_rectified)
+      : stream_(stream),
+        round_(round),
+        encoding_(encoding),
+        shapes_(shapes),
+        front_rectified_(front_rectified) {}
 
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override {
-    return Exchange(v1::SplitMessage::ACTIVATION, a1, shapes_.a2, "a2");
+    return Activation(v1::SplitMessage::ACTIVATION, a1);
   }
   absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
-    return Exchange(v1::SplitMessage::GRADIENT, g2, shapes_.a1, "g1");
+    v1::SplitMessage out;
+    // g2 on a2's support when a2 came sparse; g1 comes back on a1's when a1 went sparse.
+    const absl::Status encoded =
+        a2_support_.empty() ? EncodeTensor(g2, encoding_, out.mutable_tensor())
+                            : EncodeOnSupport(g2, a2_support_, encoding_, out.mutable_tensor());
+    if (!encoded.ok()) return encoded;
+    const Support a1_support = std::move(a1_support_);
+    a1_support_ = a2_support_ = Support();
+    return Exchange(v1::SplitMessage::GRADIENT, &out, shapes_.a1, "g1", &a1_support, nullptr);
   }
   absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
-    return Exchange(v1::SplitMessage::EVAL, a1, shapes_.a2, "a2");
+    return Activation(v1::SplitMessage::EVAL, a1);
   }
   absl::StatusOr<torch::Tensor> Teacher(const torch::Tensor& a1) override {
-    return Exchange(v1::SplitMessage::TEACHER, a1, shapes_.a2, "a2");
+    return Activation(v1::SplitMessage::TEACHER, a1);
   }
   int64_t bytes_sent() const { return bytes_sent_; }
   int64_t bytes_received() const { return bytes_received_; }
 
  private:
-  absl::StatusOr<torch::Tensor> Exchange(v1::SplitMessage::Kind kind, const torch::Tensor& t,
+  // a1 out, a2 back. The supports are kept for the gradients of a training step only.
+  absl::StatusOr<torch::Tensor> Activation(v1::SplitMessage::Kind kind, const torch::Tensor& a1) {
+    v1::SplitMessage out;
+    Support a1_support, a2_support;
+    const absl::Status encoded =
+        front_rectified_ ? EncodeRectified(a1, encoding_, out.mutable_tensor(), &a1_support)
+                         : EncodeTensor(a1, encoding_, out.mutable_tensor());
+    if (!encoded.ok()) return encoded;
+    absl::StatusOr<torch::Tensor> a2 =
+        Exchange(kind, &out, shapes_.a2, "a2", nullptr, &a2_support);
+    const bool training = kind == v1::SplitMessage::ACTIVATION;
+    a1_support_ = training ? std::move(a1_support) : Support();
+    a2_support_ = training ? std::move(a2_support) : Support();
+    return a2;
+  }
+
+  // Sends `out` (its tensor already encoded) and decodes the answer: `support` is what an
+  // answer on a support refers to; `received` receives the answer's own mask if it has one.
+  absl::StatusOr<torch::Tensor> Exchange(v1::SplitMessage::Kind kind, v1::SplitMessage* out,
                                          const std::vector<int64_t>& reply_shape,
-                                         const char* reply_name) {
-    v1::SplitMessage out, in;
-    out.set_kind(kind);
-    out.set_round(round_);
-    out.set_step(++step_);
-    if (auto s = EncodeTensor(t, encoding_, out.mutable_tensor()); !s.ok()) return s;
-    bytes_sent_ += out.ByteSizeLong();
-    if (!stream_->Write(out) || !stream_->Read(&in))
+                                         const char* reply_name, const Support* support,
+                                         Support* received) {
+    v1::SplitMessage in;
+    out->set_kind(kind);
+    out->set_round(round_);
+    out->set_step(++step_);
+    bytes_sent_ += out->ByteSizeLong();
+    if (!stream_->Write(*out) || !stream_->Read(&in))
       return absl::UnavailableError("the split stream closed (the coordinator ended it)");
     bytes_received_ += in.ByteSizeLong();
     if (in.step() != step_ || in.kind() != kind)
@@ -83,16 +115,20 @@ class StreamBody : public BodyLink {
     DecodeLimits limits;
     limits.expected_dtype = v1::DTYPE_FLOAT32;
     limits.reject_non_finite = true;
-    std::vector<int64_t> shape = {t.size(0)};
+    limits.support = support;
+    const int64_t batch = out->tensor().shape_size() > 0 ? out->tensor().shape(0) : 0;
+    std::vector<int64_t> shape = {batch};
     shape.insert(shape.end(), reply_shape.begin(), reply_shape.end());
     limits.expected_shape = shape;
-    return DecodeTensor(in.tensor(), limits, reply_name);
+    return DecodeTensor(in.tensor(), limits, reply_name, received);
   }
 
   Stream* stream_;
   int64_t round_;
   WireEncoding encoding_;
   ActivationShapes shapes_;
+  bool front_rectified_;
+  Support a1_support_, a2_support_;  // of the training step under way
   int64_t step_ = 0;
   int64_t bytes_sent_ = 0;
   int64_t bytes_received_ = 0;
@@ -281,7 +317,8 @@ struct SiteClient::Impl {
     const WireEncoding encoding = settings.activation_encoding() == v1::ENCODING_FP16
                                       ? WireEncoding::kFp16
                                       : WireEncoding::kFp32;
-    StreamBody body(stream.get(), round, encoding, shapes);
+    StreamBody body(stream.get(), round, encoding, shapes,
+                    OutputIsRectified(model, cut.front_units));
     auto fail_stream = [&](const absl::Status& why) -> absl::Status {
       stream->WritesDone();
       grpc::Status s = stream->Finish();

@@ -28,7 +28,115 @@ bool AllFinite(const torch::Tensor& t) {
   return !bad;
 }
 
+int64_t MaskBytes(int64_t elements) { return (elements + 7) / 8; }
+
+bool Bit(const uint8_t* mask, int64_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+
+int64_t CountNonZero(const float* x, int64_t n) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) count += x[i] != 0.0f;
+  return count;
+}
+
+// Set bits of a mask. The bits past `elements` must be zero (checked by the caller).
+int64_t CountBits(const std::string& mask) {
+  int64_t count = 0;
+  for (unsigned char byte : mask) count += __builtin_popcount(byte);
+  return count;
+}
+
+// `values` receives x's elements at the mask's set bits, in order; it must have room for one
+// element more than that (the loop stores every element and advances past the kept ones).
+void Gather(const float* x, int64_t n, const uint8_t* mask, float* values) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    values[k] = x[i];
+    k += Bit(mask, i);
+  }
+}
+
+// The inverse: out[i] is the next value where the mask is set, 0 elsewhere.
+void Scatter(const float* values, int64_t n, const uint8_t* mask, float* out) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool set = Bit(mask, i);
+    out[i] = set ? values[k] : 0.0f;
+    k += set;
+  }
+}
+
+// Stores `count` gathered float32 values (the first `count` of `values`) in `encoding`.
+void SetValues(const torch::Tensor& values, int64_t count, WireEncoding encoding,
+               v1::Tensor* out) {
+  if (encoding == WireEncoding::kFp16) {
+    const torch::Tensor half = values.slice(0, 0, count).to(torch::kHalf);
+    out->set_encoding(v1::ENCODING_FP16);
+    out->set_data(half.data_ptr(), count * 2);
+  } else {
+    out->set_encoding(v1::ENCODING_FP32);
+    out->set_data(values.data_ptr(), count * 4);
+  }
+}
+
+// A float tensor, contiguous on the CPU, or an error naming the function.
+absl::StatusOr<torch::Tensor> FloatInput(const torch::Tensor& tensor, const char* function) {
+  if (!tensor.defined()) return absl::InvalidArgumentError("cannot encode an undefined tensor");
+  if (tensor.scalar_type() != torch::kFloat)
+    return absl::InvalidArgumentError(absl::StrCat(function, " takes float32, not ",
+                                                   c10::toString(tensor.scalar_type())));
+  return tensor.detach().to(torch::kCPU).contiguous();
+}
+
 }  // namespace
+
+absl::Status EncodeRectified(const torch::Tensor& tensor, WireEncoding encoding,
+                             v1::Tensor* out, Support* support) {
+  absl::StatusOr<torch::Tensor> t = FloatInput(tensor, "EncodeRectified");
+  if (!t.ok()) return t.status();
+  const int64_t n = t->numel();
+  const float* x = t->data_ptr<float>();
+  const int64_t count = CountNonZero(x, n);
+  const int64_t element_size = encoding == WireEncoding::kFp16 ? 2 : 4;
+  *support = Support();
+  if (n == 0 || count * element_size + MaskBytes(n) >= n * element_size)
+    return EncodeTensor(*t, encoding, out);
+  out->Clear();
+  for (int64_t d : t->sizes()) out->add_shape(d);
+  out->set_dtype(v1::DTYPE_FLOAT32);
+  out->set_layout(v1::LAYOUT_NONZERO);
+  std::string mask(MaskBytes(n), '\0');
+  auto* bits = reinterpret_cast<uint8_t*>(mask.data());
+  for (int64_t i = 0; i < n; ++i) bits[i >> 3] |= static_cast<uint8_t>(x[i] != 0.0f) << (i & 7);
+  torch::Tensor values = torch::empty({count + 1}, torch::kFloat);
+  Gather(x, n, bits, values.data_ptr<float>());
+  SetValues(values, count, encoding, out);
+  support->elements = n;
+  support->count = count;
+  support->mask = mask;
+  out->set_mask(std::move(mask));
+  return absl::OkStatus();
+}
+
+absl::Status EncodeOnSupport(const torch::Tensor& gradient, const Support& support,
+                             WireEncoding encoding, v1::Tensor* out) {
+  absl::StatusOr<torch::Tensor> g = FloatInput(gradient, "EncodeOnSupport");
+  if (!g.ok()) return g.status();
+  if (support.empty())
+    return absl::FailedPreconditionError("a gradient on a support needs a non-empty support");
+  if (g->numel() != support.elements)
+    return absl::InvalidArgumentError(absl::StrCat("the gradient has ", g->numel(),
+                                                   " elements, its activation's support ",
+                                                   support.elements));
+  out->Clear();
+  for (int64_t d : g->sizes()) out->add_shape(d);
+  out->set_dtype(v1::DTYPE_FLOAT32);
+  out->set_layout(v1::LAYOUT_ON_SUPPORT);
+  torch::Tensor values = torch::empty({support.count + 1}, torch::kFloat);
+  Gather(g->data_ptr<float>(), support.elements,
+         reinterpret_cast<const uint8_t*>(support.mask.data()), values.data_ptr<float>());
+  SetValues(values, support.count, encoding, out);
+  return absl::OkStatus();
+}
 
 absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1::Tensor* out) {
   if (!tensor.defined()) return absl::InvalidArgumentError("cannot encode an undefined tensor");
@@ -60,7 +168,7 @@ absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1
 }
 
 absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& m, const DecodeLimits& limits,
-                                           absl::string_view what) {
+                                           absl::string_view what, Support* received_support) {
   // 1. dtype and encoding must be known and fit together.
   int64_t element_size = 0;
   torch::ScalarType wire_type;
@@ -113,16 +221,71 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& m, const DecodeLimi
                                                    ", expected ",
                                                    ShapeText(*limits.expected_shape)));
 
-  // 3. the bytes must be exactly what the shape says.
-  const int64_t expected_bytes = elements * element_size;
-  if (static_cast<int64_t>(m.data().size()) != expected_bytes)
+  // 3. the layout: which elements the bytes hold, and exactly as many bytes as that says.
+  if (received_support) *received_support = Support();
+  const std::string* mask = nullptr;  // the elements `data` holds; null: all of them
+  int64_t stored = elements;
+  switch (m.layout()) {
+    case v1::LAYOUT_DENSE:
+      if (!m.mask().empty())
+        return absl::InvalidArgumentError(absl::StrCat(what, ": a mask with LAYOUT_DENSE"));
+      break;
+    case v1::LAYOUT_NONZERO: {
+      if (m.mask().size() != static_cast<size_t>(MaskBytes(elements)))
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": a mask of ", m.mask().size(), " bytes, but shape ",
+                         ShapeText(shape), " needs ", MaskBytes(elements)));
+      if (elements % 8 != 0 &&
+          (static_cast<unsigned char>(m.mask().back()) >> (elements % 8)) != 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": the mask has bits set past the last element"));
+      mask = &m.mask();
+      stored = CountBits(m.mask());
+      break;
+    }
+    case v1::LAYOUT_ON_SUPPORT:
+      if (!m.mask().empty())
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": a mask with LAYOUT_ON_SUPPORT (the support is the activation's)"));
+      if (!limits.support || limits.support->empty())
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": LAYOUT_ON_SUPPORT, but no activation crossed with LAYOUT_NONZERO in this "
+                  "step to give the support"));
+      if (limits.support->elements != elements)
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": shape ", ShapeText(shape), " has ", elements,
+                         " elements, its activation's support ", limits.support->elements));
+      mask = &limits.support->mask;
+      stored = limits.support->count;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": unknown layout ", static_cast<int>(m.layout())));
+  }
+  if (mask && wire_type == torch::kLong)
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": ", m.data().size(), " data bytes, but shape ", ShapeText(shape),
-                     " in ", v1::Encoding_Name(m.encoding()), " needs ", expected_bytes));
+        absl::StrCat(what, ": layout ", v1::Layout_Name(m.layout()), " is for float tensors"));
+  const int64_t expected_bytes = stored * element_size;
+  if (static_cast<int64_t>(m.data().size()) != expected_bytes)
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", m.data().size(), " data bytes, but ",
+        mask ? absl::StrCat(stored, " stored elements (", v1::Layout_Name(m.layout()), ")")
+             : absl::StrCat("shape ", ShapeText(shape)),
+        " in ", v1::Encoding_Name(m.encoding()), " needs ", expected_bytes));
 
-  torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(wire_type));
-  if (expected_bytes > 0) std::memcpy(t.data_ptr(), m.data().data(), expected_bytes);
-  if (wire_type == torch::kHalf) t = t.to(torch::kFloat);
+  torch::Tensor values = torch::empty({stored}, torch::TensorOptions().dtype(wire_type));
+  if (expected_bytes > 0) std::memcpy(values.data_ptr(), m.data().data(), expected_bytes);
+  if (wire_type == torch::kHalf) values = values.to(torch::kFloat);
+  torch::Tensor t;
+  if (mask) {
+    t = torch::empty(shape, torch::kFloat);
+    Scatter(values.data_ptr<float>(), elements, reinterpret_cast<const uint8_t*>(mask->data()),
+            t.data_ptr<float>());
+    if (received_support && m.layout() == v1::LAYOUT_NONZERO)
+      *received_support = Support{m.mask(), elements, stored};
+  } else {
+    t = values.view(shape);
+  }
 
   // 4. optionally, every value finite. A plain loop over the floats: torch::isfinite(t).all()
   // builds a bool tensor first and took 3x as long on a 2 MiB activation, twice per exchange.

@@ -4,6 +4,7 @@
 #include <torch/types.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -14,10 +15,35 @@ namespace splitfed {
 
 enum class WireEncoding { kFp32, kFp16 };
 
+// Which elements of an activation are non-zero, as both ends of a split step know it once the
+// activation crossed with LAYOUT_NONZERO: the wire's bit mask (tensor.proto) and its count of
+// set bits. Empty (no elements) when no such activation crossed.
+struct Support {
+  std::string mask;
+  int64_t elements = 0;  // product of the activation's shape
+  int64_t count = 0;     // set bits: the elements a gradient on this support carries
+  bool empty() const { return elements == 0; }
+};
+
 // Float tensors are sent as fp32 or fp16; int64 tensors always as int64. Other dtypes are an
-// error. The tensor may be non-contiguous; it is not modified.
+// error. The tensor may be non-contiguous; it is not modified. LAYOUT_DENSE.
 absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding,
                           v1::Tensor* out);
+
+// An activation that leaves its side of the cut through a ReLU (split/unet.h, EndsRectified):
+// LAYOUT_NONZERO when that is smaller than dense, and then `support` is its mask, for the
+// gradient that answers it; LAYOUT_DENSE otherwise, and `support` is emptied. Float only.
+// The mask comes from the float32 values: an element too small for fp16 still counts as
+// non-zero (it is sent, as 0), so both ends agree on the support whatever the encoding.
+absl::Status EncodeRectified(const torch::Tensor& tensor, WireEncoding encoding,
+                             v1::Tensor* out, Support* support);
+
+// The gradient of an activation that crossed with `support` (non-empty): LAYOUT_ON_SUPPORT,
+// only the elements where the activation is non-zero. Its shape must be the activation's.
+// Exact when the activation's producer back-propagates through the ReLU it came out of: the
+// gradient of every other element is zero there anyway.
+absl::Status EncodeOnSupport(const torch::Tensor& gradient, const Support& support,
+                             WireEncoding encoding, v1::Tensor* out);
 
 struct DecodeLimits {
   int64_t max_rank = 8;
@@ -25,13 +51,20 @@ struct DecodeLimits {
   std::optional<std::vector<int64_t>> expected_shape;
   std::optional<v1::DType> expected_dtype;
   bool reject_non_finite = false;  // NaN or ±Inf anywhere is an error
+  // What LAYOUT_ON_SUPPORT refers to: the support of the activation this tensor is the
+  // gradient of. Without one (null or empty) that layout is an error.
+  const Support* support = nullptr;
 };
 
 // Each failure is its own error: unknown dtype or encoding, an encoding that does not fit the
 // dtype, a bad rank or dimension, too many elements, a byte count that does not match the
 // shape, a shape or dtype other than the expected one, non-finite values.
-// `what` names the tensor in messages (e.g. "a1 of site hospital-a, round 3").
+// `what` names the tensor in messages (e.g. "a1 of site hospital-a, round 3"). Sparse layouts
+// are checked as strictly: mask length and padding, data length against the set bits, a
+// gradient's shape against its support. `received_support`, if given, is set to the mask of a
+// LAYOUT_NONZERO tensor and emptied for the other layouts.
 absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& message, const DecodeLimits& limits,
-                                           absl::string_view what = "tensor");
+                                           absl::string_view what = "tensor",
+                                           Support* received_support = nullptr);
 
 }  // namespace splitfed

@@ -137,6 +137,24 @@ absl::StatusOr<ActivationShapes> CutShapes(const UNetConfig& config, const Split
                           shape_after(total - split.back_units)};
 }
 
+bool OutputIsRectified(const UNetConfig& config, int64_t end) {
+  const std::vector<UnitSpec> units = UnitSequence(config);
+  if (end < 1 || end > static_cast<int64_t>(units.size())) return false;
+  switch (units[end - 1].kind) {
+    case UnitKind::kEncoderConv:
+    case UnitKind::kDecoderConv:
+      return true;  // ConvBnRelu
+    case UnitKind::kPool:
+      // A max-pool's zero output comes from a window of zeros, whose gradient the ReLU
+      // before it stops.
+      return OutputIsRectified(config, end - 1);
+    case UnitKind::kUpConv:
+    case UnitKind::kHead:
+      return false;
+  }
+  return false;
+}
+
 UNetSegmentImpl::UNetSegmentImpl(const UNetConfig& config, int64_t begin, int64_t end)
     : config_(config), begin_(begin), end_(end) {
   const std::vector<UnitSpec> all = UnitSequence(config);

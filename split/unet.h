@@ -69,6 +69,12 @@ struct ActivationShapes {
 absl::StatusOr<ActivationShapes> CutShapes(const UNetConfig& config, const SplitSpec& split,
                                            int64_t height, int64_t width);
 
+// True if the output of units [0, end) comes out of a ReLU, or out of a max-pool of a ReLU's
+// output: its zero elements then have zero gradient whatever the gradient that arrives for
+// them, so a cut there may send the gradient of the non-zero elements only (EncodeOnSupport in
+// proto/tensor_codec.h). False for an `end` outside the network.
+bool OutputIsRectified(const UNetConfig& config, int64_t end);
+
 // Skip tensors by level; a level whose skip is not held here is undefined.
 using SkipSet = std::vector<torch::Tensor>;
 

@@ -122,6 +122,136 @@ TEST(TensorCodec, RejectsUnexpectedShapeAndDtype) {
                  "dtype DTYPE_INT64, expected DTYPE_FLOAT32");
 }
 
+// A ReLU-like activation: about half zeros, an element count that is not a multiple of 8.
+torch::Tensor Rectified(std::vector<int64_t> shape, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::relu(torch::randn(shape));
+}
+
+TEST(SparseLayouts, NonZeroRoundTripIsExactAndSmaller) {
+  const torch::Tensor a = Rectified({3, 5, 7, 3}, 11);  // 315 elements
+  const int64_t nonzero = a.ne(0).sum().item<int64_t>();
+  v1::Tensor m;
+  Support sent;
+  ASSERT_TRUE(EncodeRectified(a, WireEncoding::kFp32, &m, &sent).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_NONZERO);
+  EXPECT_EQ(m.mask().size(), 40u);  // ceil(315 / 8)
+  EXPECT_EQ(static_cast<int64_t>(m.data().size()), nonzero * 4);
+  EXPECT_EQ(sent.elements, 315);
+  EXPECT_EQ(sent.count, nonzero);
+  Support received;
+  const torch::Tensor back = *DecodeTensor(m, {}, "a2", &received);
+  EXPECT_TRUE(torch::equal(back, a));
+  EXPECT_EQ(received.mask, sent.mask) << "both ends hold the same support";
+  EXPECT_EQ(received.count, nonzero);
+}
+
+TEST(SparseLayouts, DenseWhenTheZerosDoNotPayForTheMask) {
+  torch::manual_seed(12);
+  const torch::Tensor a = torch::rand({4, 64}) + 0.5;  // no zeros
+  v1::Tensor m;
+  Support support;
+  support.elements = 7;  // emptied by the call
+  ASSERT_TRUE(EncodeRectified(a, WireEncoding::kFp32, &m, &support).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_DENSE);
+  EXPECT_TRUE(m.mask().empty());
+  EXPECT_TRUE(support.empty());
+  EXPECT_TRUE(torch::equal(*DecodeTensor(m, {}), a));
+}
+
+TEST(SparseLayouts, GradientOnSupportDecodesToTheGradientAtTheNonZeros) {
+  const torch::Tensor a = Rectified({2, 4, 9, 9}, 13);
+  const torch::Tensor g = torch::randn({2, 4, 9, 9});
+  for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
+    v1::Tensor am, gm;
+    Support sent, received;
+    ASSERT_TRUE(EncodeRectified(a, e, &am, &sent).ok());
+    ASSERT_TRUE(DecodeTensor(am, {}, "a2", &received).ok());
+    ASSERT_TRUE(EncodeOnSupport(g, received, e, &gm).ok());
+    EXPECT_EQ(gm.layout(), v1::LAYOUT_ON_SUPPORT);
+    EXPECT_TRUE(gm.mask().empty()) << "the mask does not travel twice";
+    EXPECT_EQ(static_cast<int64_t>(gm.data().size()), sent.count * (e == WireEncoding::kFp16 ? 2 : 4));
+    DecodeLimits limits;
+    limits.support = &sent;
+    const torch::Tensor back = *DecodeTensor(gm, limits, "g2");
+    const torch::Tensor want = g * a.ne(0);
+    if (e == WireEncoding::kFp32)
+      EXPECT_TRUE(torch::equal(back, want));
+    else
+      EXPECT_TRUE(torch::allclose(back, want, 1e-3, 1e-3));
+  }
+}
+
+TEST(SparseLayouts, Fp16SupportComesFromTheFloat32Values) {
+  // 1e-9 rounds to 0 in fp16, but it is non-zero in float32: it stays on the support (sent as
+  // 0), so that the gradient's sender and receiver agree on which elements travel.
+  torch::Tensor a = torch::zeros({64});
+  a[3] = 1e-9f;
+  a[10] = 2.0f;
+  v1::Tensor m;
+  Support sent, received;
+  ASSERT_TRUE(EncodeRectified(a, WireEncoding::kFp16, &m, &sent).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_NONZERO);
+  EXPECT_EQ(sent.count, 2);
+  const torch::Tensor back = *DecodeTensor(m, {}, "a2", &received);
+  EXPECT_EQ(received.count, 2);
+  EXPECT_EQ(back[3].item<float>(), 0.0f);
+  EXPECT_EQ(back[10].item<float>(), 2.0f);
+}
+
+TEST(SparseLayouts, RejectsMalformedSparseTensors) {
+  const torch::Tensor a = Rectified({3, 7, 3}, 14);  // 63 elements: one padding bit
+  v1::Tensor good;
+  Support support;
+  ASSERT_TRUE(EncodeRectified(a, WireEncoding::kFp32, &good, &support).ok());
+  ASSERT_EQ(good.layout(), v1::LAYOUT_NONZERO);
+
+  v1::Tensor m = good;
+  m.mutable_mask()->pop_back();
+  ExpectRejected(m, {}, "a mask of 7 bytes, but shape [3, 7, 3] needs 8");
+  m = good;
+  (*m.mutable_mask())[7] = static_cast<char>((*m.mutable_mask())[7] | 0x80);
+  ExpectRejected(m, {}, "bits set past the last element");
+  m = good;
+  m.mutable_data()->resize(m.data().size() - 4);
+  ExpectRejected(m, {}, "stored elements (LAYOUT_NONZERO)");
+  m = Encoded(a);
+  m.set_mask("x");
+  ExpectRejected(m, {}, "a mask with LAYOUT_DENSE");
+  m = good;
+  m.set_layout(static_cast<v1::Layout>(7));
+  ExpectRejected(m, {}, "unknown layout 7");
+  m = Encoded(torch::zeros({8}, torch::kLong));
+  m.set_layout(v1::LAYOUT_NONZERO);
+  m.set_mask(std::string(1, '\0'));
+  m.clear_data();
+  ExpectRejected(m, {}, "is for float tensors");
+
+  // A gradient on a support: only with the support of this step's activation, of its size.
+  v1::Tensor g;
+  ASSERT_TRUE(EncodeOnSupport(torch::randn({3, 7, 3}), support, WireEncoding::kFp32, &g).ok());
+  ExpectRejected(g, {}, "no activation crossed with LAYOUT_NONZERO");
+  DecodeLimits limits;
+  const Support none;
+  limits.support = &none;
+  ExpectRejected(g, limits, "no activation crossed with LAYOUT_NONZERO");
+  Support other = support;
+  other.elements = 64;
+  limits.support = &other;
+  ExpectRejected(g, limits, "has 63 elements, its activation's support 64");
+  limits.support = &support;
+  m = g;
+  m.mutable_data()->append("1234");
+  ExpectRejected(m, limits, "stored elements (LAYOUT_ON_SUPPORT)");
+  EXPECT_TRUE(DecodeTensor(g, limits).ok());
+
+  v1::Tensor unused;
+  EXPECT_FALSE(EncodeOnSupport(torch::randn({4}), support, WireEncoding::kFp32, &unused).ok());
+  EXPECT_FALSE(EncodeOnSupport(torch::randn({4}), Support(), WireEncoding::kFp32, &unused).ok());
+  EXPECT_FALSE(EncodeRectified(torch::zeros({4}, torch::kLong), WireEncoding::kFp32, &unused,
+                               &support).ok());
+}
+
 TEST(TensorCodec, RejectsNonFiniteValuesWhenAsked) {
   torch::Tensor t = torch::zeros({4});
   t[1] = std::numeric_limits<float>::quiet_NaN();

@@ -220,6 +220,50 @@ TEST(LocalBody, DeferredStepEndsWhereAnImmediateStepDoes) {
   for (const auto& [name, t] : want) EXPECT_TRUE(torch::equal(t, got.at(name))) << name;
 }
 
+// The sparse layouts drop a gradient's elements where its activation is zero. That is exact
+// only where the activation comes out of a ReLU (or a max-pool of one): the gradient of a
+// zero is then zero whatever arrives for it. Checked at every cut OutputIsRectified accepts:
+// the parameters' gradients must be bit for bit those of the full gradient.
+TEST(UNet, GradientsOfARectifiedOutputIgnoreItsZeros) {
+  torch::set_num_threads(1);
+  const UNetConfig config{1, 3, 4, 2};
+  const std::vector<UnitSpec> units = UnitSequence(config);
+  int checked = 0;
+  for (int64_t end = 1; end < static_cast<int64_t>(units.size()); ++end) {
+    const UnitKind kind = units[end - 1].kind;
+    if (kind == UnitKind::kUpConv || kind == UnitKind::kHead) {
+      EXPECT_FALSE(OutputIsRectified(config, end)) << units[end - 1].name;
+      continue;
+    }
+    ASSERT_TRUE(OutputIsRectified(config, end)) << "unit " << end - 1;
+    torch::manual_seed(end);
+    UNetSegment part(config, 0, end);
+    const torch::Tensor x = torch::randn({2, 1, 16, 16});
+    auto gradients = [&](const torch::Tensor& g) {
+      part->zero_grad();
+      part->forward(x).backward(g);
+      std::vector<torch::Tensor> out;
+      for (const torch::Tensor& p : part->parameters()) out.push_back(p.grad().clone());
+      return out;
+    };
+    torch::Tensor y;
+    {
+      torch::NoGradGuard no_grad;
+      y = part->forward(x);
+    }
+    const double nonzero = y.ne(0).to(torch::kFloat).mean().item<double>();
+    ASSERT_LT(nonzero, 0.95) << "unit " << end - 1 << ": too few zeros to tell";
+    const torch::Tensor g = torch::randn_like(y);
+    const std::vector<torch::Tensor> full = gradients(g);
+    const std::vector<torch::Tensor> on_support = gradients(g * y.ne(0));
+    ASSERT_EQ(full.size(), on_support.size());
+    for (size_t i = 0; i < full.size(); ++i)
+      ASSERT_TRUE(torch::equal(full[i], on_support[i])) << "cut after unit " << end - 1;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 12) << "depth 2: 10 convolutions and 2 pools";
+}
+
 TEST(SplitSpec, PresetsCutWhereTheAlgorithmSays) {
   UNetConfig config;  // f = 16, depth 4
   const auto deep = *CutShapes(config, SplitSpec::Deep(), 128, 128);
