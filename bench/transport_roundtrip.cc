@@ -5,9 +5,12 @@
 // channel, and the server written with gRPC's synchronous API against its callback API.
 // `--connections N` splits each message's bytes over N connections (N TLS sessions) written
 // and read in parallel, to see whether encryption spread over the cores shortens an exchange.
+// `--chunks N` sends each connection's share as N messages on its stream (all written, then
+// all read), to see whether one side encrypting a chunk while the other decrypts the one before
+// helps.
 //
 //   build/bench/bench_transport_roundtrip [--bytes N,...] [--exchanges N] [--connections N]
-//                                         [--out FILE]
+//                                         [--chunks N] [--out FILE]
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -32,13 +35,18 @@ namespace {
 using splitfed::v1::SplitMessage;
 
 // The synchronous API: one handler thread per stream reads and writes.
+// With --chunks N each message arrives as N messages: all are read, then all echoed.
+int g_chunks = 1;
 class SyncEcho final : public splitfed::v1::Split::Service {
   grpc::Status Train(grpc::ServerContext*,
                      grpc::ServerReaderWriter<SplitMessage, SplitMessage>* stream) override {
-    SplitMessage m;
-    while (stream->Read(&m))
-      if (!stream->Write(m)) break;
-    return grpc::Status::OK;
+    std::vector<SplitMessage> m(g_chunks);
+    while (true) {
+      for (auto& x : m)
+        if (!stream->Read(&x)) return grpc::Status::OK;
+      for (auto& x : m)
+        if (!stream->Write(x)) return grpc::Status::OK;
+    }
   }
 };
 
@@ -157,8 +165,18 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
     lane->out.mutable_tensor()->set_data(std::string(share, '\x01'));
     lanes.push_back(std::move(lane));
   }
+  // The lane's share goes as g_chunks messages, all written before the answers are read.
+  for (auto& lane : lanes) {
+    const std::string data = lane->out.tensor().data();
+    const size_t piece = (data.size() + g_chunks - 1) / g_chunks;
+    lane->out.mutable_tensor()->set_data(data.substr(0, piece));
+  }
   auto exchange = [](Lane* lane) {
-    return lane->stream->Write(lane->out) && lane->stream->Read(&lane->in);
+    for (int c = 0; c < g_chunks; ++c)
+      if (!lane->stream->Write(lane->out)) return false;
+    for (int c = 0; c < g_chunks; ++c)
+      if (!lane->stream->Read(&lane->in)) return false;
+    return true;
   };
   std::vector<double> us;
   const int warmup = 10;
@@ -207,6 +225,8 @@ int main(int argc, char** argv) {
   app.add_option("--connections", connections,
                  "split each message over this many connections, sent in parallel")
       ->check(CLI::Range(1, 64));
+  app.add_option("--chunks", g_chunks, "send each connection's share as this many messages "
+                 "(sync server only)")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   splitfed::KeepTrainingBuffersInHeap();  // as `splitfed` runs
 
@@ -233,6 +253,7 @@ int main(int argc, char** argv) {
   for (int64_t bytes : sizes)
     for (const std::string& transport : transports)
       for (const char* api : {"sync", "callback"}) {
+        if (g_chunks > 1 && std::string(api) == "callback") continue;
         const Result r = Measure(transport, api, bytes, exchanges, pki, grpc_args, connections);
         // Two messages of `bytes` cross per exchange.
         const double mb_per_s = 2.0 * bytes / r.median_us;
