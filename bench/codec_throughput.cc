@@ -1,7 +1,8 @@
 // What one split message costs to encode and decode, outside the network: a 2 MiB activation
 // (batch 8, 16 channels, 64×64, the deep cut's a1) through EncodeTensor, protobuf
 // serialization and parsing, and DecodeTensor with the NaN/Inf check the coordinator and the
-// site apply. fp32 and fp16; milliseconds per message, median of the repeats. Also times
+// site apply. fp32 and fp16; dense, and the sparse layouts on a rectified copy (half zeros)
+// and a gradient on its support; milliseconds per message, median of the repeats. Also times
 // torch::isfinite(t).all(), the check DecodeTensor used before its plain loop.
 //
 // Usage: bench_codec_throughput [repeats]   (threads as the federation uses them: 2)
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "proto/tensor_codec.h"
+#include "split/allocator.h"
 #include "split/openmp_wait.h"
 
 namespace {
@@ -33,6 +35,7 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   ShortenOpenMpSpin(argv);
+  KeepTrainingBuffersInHeap();  // as `splitfed` runs: no page faults per message
   const int repeats = argc > 1 ? std::stoi(argv[1]) : 200;
   torch::set_num_threads(2);
   torch::manual_seed(1);
@@ -40,32 +43,46 @@ int main(int argc, char** argv) {
   DecodeLimits limits;
   limits.expected_dtype = v1::DTYPE_FLOAT32;
   limits.reject_non_finite = true;
-  std::printf("%-6s %12s %12s %12s %12s %12s\n", "wire", "bytes", "encode ms", "serialize ms",
-              "parse ms", "decode ms");
+  // A rectified activation (half zeros, as after a ReLU) and a gradient for it, for the
+  // sparse layouts (docs/PROTOCOL.md, "Sparse layouts").
+  const torch::Tensor rectified = torch::relu(a1);
+  const torch::Tensor gradient = torch::randn_like(a1);
+  std::printf("%-6s %-10s %10s %12s %12s %12s %12s\n", "wire", "layout", "bytes", "encode ms",
+              "serialize ms", "parse ms", "decode ms");
   for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
-    std::vector<double> encode, serialize, parse, decode;
-    size_t bytes = 0;
-    for (int i = 0; i < repeats; ++i) {
-      v1::Tensor message, received;
-      std::string wire;
-      const auto t0 = Clock::now();
-      if (!EncodeTensor(a1, e, &message).ok()) return 1;
-      const auto t1 = Clock::now();
-      message.SerializeToString(&wire);
-      const auto t2 = Clock::now();
-      received.ParseFromString(wire);
-      const auto t3 = Clock::now();
-      if (!DecodeTensor(received, limits, "a1").ok()) return 1;
-      const auto t4 = Clock::now();
-      encode.push_back(Ms(t0, t1));
-      serialize.push_back(Ms(t1, t2));
-      parse.push_back(Ms(t2, t3));
-      decode.push_back(Ms(t3, t4));
-      bytes = wire.size();
+    Support support;  // of the rectified activation, for the gradient's row
+    for (const char* layout : {"dense", "nonzero", "onsupport"}) {
+      const std::string name = layout;
+      std::vector<double> encode, serialize, parse, decode;
+      size_t bytes = 0;
+      for (int i = 0; i < repeats; ++i) {
+        v1::Tensor message, received;
+        std::string wire;
+        const auto t0 = Clock::now();
+        const absl::Status encoded =
+            name == "dense"     ? EncodeTensor(a1, e, &message)
+            : name == "nonzero" ? EncodeRectified(rectified, e, &message, &support)
+                                : EncodeOnSupport(gradient, support, e, &message);
+        if (!encoded.ok()) return 1;
+        const auto t1 = Clock::now();
+        message.SerializeToString(&wire);
+        const auto t2 = Clock::now();
+        received.ParseFromString(wire);
+        const auto t3 = Clock::now();
+        DecodeLimits l = limits;
+        l.support = &support;
+        if (!DecodeTensor(received, l, "a1").ok()) return 1;
+        const auto t4 = Clock::now();
+        encode.push_back(Ms(t0, t1));
+        serialize.push_back(Ms(t1, t2));
+        parse.push_back(Ms(t2, t3));
+        decode.push_back(Ms(t3, t4));
+        bytes = wire.size();
+      }
+      std::printf("%-6s %-10s %10zu %12.3f %12.3f %12.3f %12.3f\n",
+                  e == WireEncoding::kFp16 ? "fp16" : "fp32", layout, bytes, Median(encode),
+                  Median(serialize), Median(parse), Median(decode));
     }
-    std::printf("%-6s %12zu %12.3f %12.3f %12.3f %12.3f\n",
-                e == WireEncoding::kFp16 ? "fp16" : "fp32", bytes, Median(encode),
-                Median(serialize), Median(parse), Median(decode));
   }
   std::vector<double> check;
   for (int i = 0; i < repeats; ++i) {

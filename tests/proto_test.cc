@@ -146,6 +146,36 @@ TEST(SparseLayouts, NonZeroRoundTripIsExactAndSmaller) {
   EXPECT_EQ(received.count, nonzero);
 }
 
+// The kernels work 8 elements at a time: every size around a byte, every density from all
+// zeros to none, both encodings.
+TEST(SparseLayouts, RoundTripsAtEverySizeAndDensity) {
+  torch::manual_seed(15);
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 1000, 4099})
+    for (double zeros : {1.0, 0.9, 0.5, 0.1, 0.0})
+      for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
+        const torch::Tensor values = torch::rand({n}) + 0.25;  // exactly representable-ish
+        const torch::Tensor a = values * torch::rand({n}).ge(zeros);
+        const torch::Tensor g = torch::randn({n});
+        v1::Tensor am, gm;
+        Support sent, received;
+        ASSERT_TRUE(EncodeRectified(a, e, &am, &sent).ok());
+        const torch::Tensor back = *DecodeTensor(am, {}, "a", &received);
+        const torch::Tensor want = e == WireEncoding::kFp16 ? a.to(torch::kHalf).to(torch::kFloat) : a;
+        ASSERT_TRUE(torch::equal(back, want)) << "n " << n << " zeros " << zeros;
+        if (am.layout() != v1::LAYOUT_NONZERO) {
+          EXPECT_TRUE(sent.empty() && received.empty());
+          continue;
+        }
+        ASSERT_TRUE(EncodeOnSupport(g, received, e, &gm).ok());
+        DecodeLimits limits;
+        limits.support = &sent;
+        const torch::Tensor g_back = *DecodeTensor(gm, limits, "g");
+        const torch::Tensor g_want =
+            (e == WireEncoding::kFp16 ? g.to(torch::kHalf).to(torch::kFloat) : g) * a.ne(0);
+        ASSERT_TRUE(torch::equal(g_back, g_want)) << "n " << n << " zeros " << zeros;
+      }
+}
+
 TEST(SparseLayouts, DenseWhenTheZerosDoNotPayForTheMask) {
   torch::manual_seed(12);
   const torch::Tensor a = torch::rand({4, 64}) + 0.5;  // no zeros
