@@ -855,6 +855,29 @@ TEST_F(RawSiteFederation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
   torch::Tensor nan = torch::randn({2, 8, 16, 16});
   nan[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
   expect_error(Activation(1, nan), grpc::StatusCode::INVALID_ARGUMENT, "NaN");
+  // A sparse activation whose mask is a byte short.
+  v1::SplitMessage short_mask;
+  short_mask.set_kind(v1::SplitMessage::ACTIVATION);
+  short_mask.set_round(1);
+  short_mask.set_step(1);
+  Support support;
+  ASSERT_TRUE(EncodeRectified(torch::relu(torch::randn({2, 8, 16, 16})), WireEncoding::kFp32,
+                              short_mask.mutable_tensor(), &support)
+                  .ok());
+  ASSERT_EQ(short_mask.tensor().layout(), v1::LAYOUT_NONZERO);
+  short_mask.mutable_tensor()->mutable_mask()->pop_back();
+  expect_error(short_mask, grpc::StatusCode::INVALID_ARGUMENT,
+               "a mask of 511 bytes, but shape [2, 8, 16, 16] needs 512");
+  // A gradient on a support, with no sparse activation before it in the step.
+  v1::SplitMessage gradient;
+  gradient.set_kind(v1::SplitMessage::GRADIENT);
+  gradient.set_round(1);
+  gradient.set_step(1);
+  ASSERT_TRUE(EncodeOnSupport(torch::randn({2, 8, 16, 16}), support, WireEncoding::kFp32,
+                              gradient.mutable_tensor())
+                  .ok());
+  expect_error(gradient, grpc::StatusCode::INVALID_ARGUMENT,
+               "no activation crossed with LAYOUT_NONZERO");
   // NaN weights in an update.
   const grpc::Status weights = c.SubmitWithNaN(1);
   EXPECT_EQ(weights.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
