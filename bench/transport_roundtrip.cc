@@ -161,16 +161,12 @@ Result Measure(const std::string& transport, const std::string& api, int64_t byt
     lane->stub = splitfed::v1::Split::NewStub(channels[c]);
     lane->stream = lane->stub->Train(&lane->context);
     lane->out.set_kind(SplitMessage::ACTIVATION);
+    // The connection's share of the bytes, sent as g_chunks messages of (about) equal size.
     const int64_t share = bytes / connections + (c < bytes % connections ? 1 : 0);
-    lane->out.mutable_tensor()->set_data(std::string(share, '\x01'));
+    lane->out.mutable_tensor()->set_data(std::string((share + g_chunks - 1) / g_chunks, '\x01'));
     lanes.push_back(std::move(lane));
   }
-  // The lane's share goes as g_chunks messages, all written before the answers are read.
-  for (auto& lane : lanes) {
-    const std::string data = lane->out.tensor().data();
-    const size_t piece = (data.size() + g_chunks - 1) / g_chunks;
-    lane->out.mutable_tensor()->set_data(data.substr(0, piece));
-  }
+  // All of a lane's chunks are written before its answers are read.
   auto exchange = [](Lane* lane) {
     for (int c = 0; c < g_chunks; ++c)
       if (!lane->stream->Write(lane->out)) return false;

@@ -54,21 +54,17 @@ class StreamBody : public BodyLink {
         round_(round),
         encoding_(encoding),
         shapes_(shapes),
-        front_rectified_(front_rectified) {}
+        codec_(front_rectified) {}
 
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override {
     return Activation(v1::SplitMessage::ACTIVATION, a1);
   }
   absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
     v1::SplitMessage out;
-    // g2 on a2's support when a2 came sparse; g1 comes back on a1's when a1 went sparse.
-    const absl::Status encoded =
-        a2_support_.empty() ? EncodeTensor(g2, encoding_, out.mutable_tensor())
-                            : EncodeOnSupport(g2, a2_support_, encoding_, out.mutable_tensor());
-    if (!encoded.ok()) return encoded;
-    const Support a1_support = std::move(a1_support_);
-    a1_support_ = a2_support_ = Support();
-    return Exchange(v1::SplitMessage::GRADIENT, &out, shapes_.a1, "g1", &a1_support, nullptr);
+    if (auto s = codec_.EncodeGradient(g2, encoding_, out.mutable_tensor()); !s.ok()) return s;
+    absl::StatusOr<v1::SplitMessage> in = Exchange(v1::SplitMessage::GRADIENT, &out);
+    if (!in.ok()) return in.status();
+    return codec_.DecodeGradient(in->tensor(), Limits(out, shapes_.a1), "g1");
   }
   absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
     return Activation(v1::SplitMessage::EVAL, a1);
@@ -80,28 +76,19 @@ class StreamBody : public BodyLink {
   int64_t bytes_received() const { return bytes_received_; }
 
  private:
-  // a1 out, a2 back. The supports are kept for the gradients of a training step only.
+  // a1 out, a2 back; only ACTIVATION is answered by a gradient later.
   absl::StatusOr<torch::Tensor> Activation(v1::SplitMessage::Kind kind, const torch::Tensor& a1) {
-    v1::SplitMessage out;
-    Support a1_support, a2_support;
-    const absl::Status encoded =
-        front_rectified_ ? EncodeRectified(a1, encoding_, out.mutable_tensor(), &a1_support)
-                         : EncodeTensor(a1, encoding_, out.mutable_tensor());
-    if (!encoded.ok()) return encoded;
-    absl::StatusOr<torch::Tensor> a2 =
-        Exchange(kind, &out, shapes_.a2, "a2", nullptr, &a2_support);
     const bool training = kind == v1::SplitMessage::ACTIVATION;
-    a1_support_ = training ? std::move(a1_support) : Support();
-    a2_support_ = training ? std::move(a2_support) : Support();
-    return a2;
+    v1::SplitMessage out;
+    if (auto s = codec_.EncodeActivation(a1, encoding_, training, out.mutable_tensor()); !s.ok())
+      return s;
+    absl::StatusOr<v1::SplitMessage> in = Exchange(kind, &out);
+    if (!in.ok()) return in.status();
+    return codec_.DecodeActivation(in->tensor(), Limits(out, shapes_.a2), "a2", training);
   }
 
-  // Sends `out` (its tensor already encoded) and decodes the answer: `support` is what an
-  // answer on a support refers to; `received` receives the answer's own mask if it has one.
-  absl::StatusOr<torch::Tensor> Exchange(v1::SplitMessage::Kind kind, v1::SplitMessage* out,
-                                         const std::vector<int64_t>& reply_shape,
-                                         const char* reply_name, const Support* support,
-                                         Support* received) {
+  // Sends `out` (its tensor already encoded) and returns the coordinator's answer.
+  absl::StatusOr<v1::SplitMessage> Exchange(v1::SplitMessage::Kind kind, v1::SplitMessage* out) {
     v1::SplitMessage in;
     out->set_kind(kind);
     out->set_round(round_);
@@ -112,23 +99,25 @@ class StreamBody : public BodyLink {
     bytes_received_ += in.ByteSizeLong();
     if (in.step() != step_ || in.kind() != kind)
       return absl::InternalError("the coordinator answered a different message");
+    return in;
+  }
+
+  // What an answer to `out` must be: float32, finite, `per_image` for each image of `out`.
+  static DecodeLimits Limits(const v1::SplitMessage& out, const std::vector<int64_t>& per_image) {
     DecodeLimits limits;
     limits.expected_dtype = v1::DTYPE_FLOAT32;
     limits.reject_non_finite = true;
-    limits.support = support;
-    const int64_t batch = out->tensor().shape_size() > 0 ? out->tensor().shape(0) : 0;
-    std::vector<int64_t> shape = {batch};
-    shape.insert(shape.end(), reply_shape.begin(), reply_shape.end());
+    std::vector<int64_t> shape = {out.tensor().shape_size() > 0 ? out.tensor().shape(0) : 0};
+    shape.insert(shape.end(), per_image.begin(), per_image.end());
     limits.expected_shape = shape;
-    return DecodeTensor(in.tensor(), limits, reply_name, received);
+    return limits;
   }
 
   Stream* stream_;
   int64_t round_;
   WireEncoding encoding_;
   ActivationShapes shapes_;
-  bool front_rectified_;
-  Support a1_support_, a2_support_;  // of the training step under way
+  SplitStepCodec codec_;
   int64_t step_ = 0;
   int64_t bytes_sent_ = 0;
   int64_t bytes_received_ = 0;

@@ -445,7 +445,7 @@ struct CoordinatorServer::Services {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
       if (!site.ok()) return ToGrpc(site.status());
       v1::SplitMessage in, out;
-      StepSupports supports;
+      SplitStepCodec codec(body_output_rectified_);
       int64_t round = 0, bytes_in = 0, bytes_out = 0;
       // Any error ends the stream and leaves the site out of this round: its body copy may be
       // half-way through a step. Other sites are not affected.
@@ -464,7 +464,7 @@ struct CoordinatorServer::Services {
         // runs its tensor work (see Coordinator::RunTensorWork).
         absl::Status handled;
         const absl::Status ran = s_->coordinator->RunTensorWork(round, [&] {
-          handled = Answer(*site, in, &supports, &out);
+          handled = Answer(*site, in, &codec, &out);
         });
         if (!ran.ok()) return fail(ran);
         if (!handled.ok()) return fail(handled);
@@ -484,25 +484,19 @@ struct CoordinatorServer::Services {
     }
 
    private:
-    // What a training step's gradients may travel on (proto/tensor_codec.h, Support): the
-    // non-zeros of the a1 that came in and of the a2 that went out. Kept from an ACTIVATION
-    // to the GRADIENT that follows it; anything else clears them.
-    struct StepSupports {
-      Support a1, a2;
-    };
-
-    // One split message in, its answer out: a1 → a2, g2 → g1, and so on.
+    // One split message in, its answer out: a1 → a2, g2 → g1, and so on. `codec` is this
+    // stream's: it carries a training step's sparse supports from a1/a2 to g2/g1.
     absl::Status Answer(const std::string& site, const v1::SplitMessage& in,
-                        StepSupports* supports, v1::SplitMessage* out) {
+                        SplitStepCodec* codec, v1::SplitMessage* out) {
       const int64_t round = in.round();
       const bool gradient = in.kind() == v1::SplitMessage::GRADIENT;
+      const bool training = in.kind() == v1::SplitMessage::ACTIVATION;
       DecodeLimits limits;
       limits.expected_dtype = v1::DTYPE_FLOAT32;
       limits.reject_non_finite = true;
-      if (gradient) limits.support = &supports->a2;
-      Support received;
       absl::StatusOr<torch::Tensor> t =
-          DecodeTensor(in.tensor(), limits, gradient ? "g2" : "a1", &received);
+          gradient ? codec->DecodeGradient(in.tensor(), limits, "g2")
+                   : codec->DecodeActivation(in.tensor(), limits, "a1", training);
       if (!t.ok()) return t.status();
       absl::StatusOr<torch::Tensor> reply;
       switch (in.kind()) {
@@ -530,24 +524,8 @@ struct CoordinatorServer::Services {
       const WireEncoding encoding = in.tensor().encoding() == v1::ENCODING_FP16
                                         ? WireEncoding::kFp16
                                         : WireEncoding::kFp32;
-      if (gradient) {
-        // g1 on a1's support when a1 came sparse: the site's front ends in a ReLU there.
-        const Support a1 = std::move(supports->a1);
-        *supports = StepSupports();
-        return a1.empty() ? EncodeTensor(*reply, encoding, out->mutable_tensor())
-                          : EncodeOnSupport(*reply, a1, encoding, out->mutable_tensor());
-      }
-      *supports = StepSupports();
-      Support sent;
-      const absl::Status encoded =
-          body_output_rectified_
-              ? EncodeRectified(*reply, encoding, out->mutable_tensor(), &sent)
-              : EncodeTensor(*reply, encoding, out->mutable_tensor());
-      if (in.kind() == v1::SplitMessage::ACTIVATION) {  // a gradient follows
-        supports->a1 = std::move(received);
-        supports->a2 = std::move(sent);
-      }
-      return encoded;
+      return gradient ? codec->EncodeGradient(*reply, encoding, out->mutable_tensor())
+                      : codec->EncodeActivation(*reply, encoding, training, out->mutable_tensor());
     }
 
     Services* s_;

@@ -64,48 +64,49 @@ constexpr int64_t kSlack = 8;
 
 // Set bits of a mask. The bits past the last element must be zero (checked by the caller).
 int64_t CountBits(const std::string& mask) {
+  const ByteTable& table = Table();
   int64_t count = 0;
-  for (unsigned char byte : mask) count += Table().count[byte];
+  for (unsigned char byte : mask) count += table.count[byte];
   return count;
+}
+
+// Calls visit(byte index, lanes) for each mask byte of n elements: 8 lanes for every full
+// byte (a constant the compiler unrolls), then the rest.
+template <typename Visit>
+void ForEachMaskByte(int64_t n, Visit visit) {
+  for (int64_t b = 0; b < n / 8; ++b) visit(b, 8);
+  if (n % 8) visit(n / 8, static_cast<int>(n % 8));
+}
+
+// Appends the elements of `in` (one mask byte's `lanes`) whose bit in `m` is set to
+// values[*k...], and advances *k past them. Writes every lane: unset ones go to the scratch
+// slot, so `values` needs kSlack room past the stored elements.
+inline void CompactByte(const float* in, unsigned m, int lanes, float* values, int64_t* k) {
+  const ByteTable& table = Table();
+  for (int j = 0; j < lanes; ++j) values[*k + table.slot[m][j]] = in[j];
+  *k += table.count[m];
 }
 
 // The mask of x's non-zero elements (-0.0 counts as zero) and those elements, in order, in
 // `values` (room for their count + kSlack). Returns their count.
 int64_t MaskAndCompact(const float* x, int64_t n, uint8_t* mask, float* values) {
-  const ByteTable& table = Table();
   int64_t k = 0;
-  const int64_t full = n / 8;
-  for (int64_t b = 0; b < full; ++b) {  // 8 lanes: loops the compiler unrolls
+  ForEachMaskByte(n, [&](int64_t b, int lanes) {
     const float* in = x + 8 * b;
     unsigned m = 0;
-    for (int j = 0; j < 8; ++j) m |= static_cast<unsigned>(in[j] != 0.0f) << j;
+    for (int j = 0; j < lanes; ++j) m |= static_cast<unsigned>(in[j] != 0.0f) << j;
     mask[b] = static_cast<uint8_t>(m);
-    for (int j = 0; j < 8; ++j) values[k + table.slot[m][j]] = in[j];
-    k += table.count[m];
-  }
-  if (n % 8) {
-    const float* in = x + 8 * full;
-    unsigned m = 0;
-    for (int j = 0; j < n % 8; ++j) m |= static_cast<unsigned>(in[j] != 0.0f) << j;
-    mask[full] = static_cast<uint8_t>(m);
-    for (int j = 0; j < n % 8; ++j) values[k + table.slot[m][j]] = in[j];
-    k += table.count[m];
-  }
+    CompactByte(in, m, lanes, values, &k);
+  });
   return k;
 }
 
 // x's elements at the mask's set bits, in order, into `values` (room for them + kSlack).
 void Compact(const float* x, int64_t n, const uint8_t* mask, float* values) {
-  const ByteTable& table = Table();
   int64_t k = 0;
-  auto byte = [&](int64_t b, int lanes) {
-    const float* in = x + 8 * b;
-    const uint8_t m = mask[b];
-    for (int j = 0; j < lanes; ++j) values[k + table.slot[m][j]] = in[j];
-    k += table.count[m];
-  };
-  for (int64_t b = 0; b < n / 8; ++b) byte(b, 8);  // a constant 8: unrolled
-  if (n % 8) byte(n / 8, static_cast<int>(n % 8));
+  ForEachMaskByte(n, [&](int64_t b, int lanes) {
+    CompactByte(x + 8 * b, mask[b], lanes, values, &k);
+  });
 }
 
 // The inverse: out[i] is the next stored value where the mask is set, +0.0 elsewhere.
@@ -113,7 +114,7 @@ void Compact(const float* x, int64_t n, const uint8_t* mask, float* values) {
 void Expand(const float* values, int64_t n, const uint8_t* mask, float* out) {
   const ByteTable& table = Table();
   int64_t k = 0;
-  auto byte = [&](int64_t b, int lanes) {
+  ForEachMaskByte(n, [&](int64_t b, int lanes) {
     float* o = out + 8 * b;
     const uint8_t m = mask[b];
     for (int j = 0; j < lanes; ++j) {
@@ -124,9 +125,7 @@ void Expand(const float* values, int64_t n, const uint8_t* mask, float* out) {
       std::memcpy(&o[j], &bits, 4);
     }
     k += table.count[m];
-  };
-  for (int64_t b = 0; b < n / 8; ++b) byte(b, 8);  // a constant 8: unrolled
-  if (n % 8) byte(n / 8, static_cast<int>(n % 8));
+  });
 }
 
 // Stores `count` gathered float32 values (the first `count` of `values`) in `encoding`.
@@ -367,6 +366,44 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& m, const DecodeLimi
   if (limits.reject_non_finite && t.scalar_type() == torch::kFloat && !AllFinite(t))
     return NonFiniteError(what, t);
   return t;
+}
+
+absl::Status SplitStepCodec::EncodeActivation(const torch::Tensor& activation,
+                                              WireEncoding encoding, bool training,
+                                              v1::Tensor* out) {
+  Support sent;
+  const absl::Status encoded = sends_rectified_
+                                   ? EncodeRectified(activation, encoding, out, &sent)
+                                   : EncodeTensor(activation, encoding, out);
+  sent_ = training ? std::move(sent) : Support();
+  return encoded;
+}
+
+absl::StatusOr<torch::Tensor> SplitStepCodec::DecodeActivation(const v1::Tensor& message,
+                                                               const DecodeLimits& limits,
+                                                               absl::string_view what,
+                                                               bool training) {
+  Support received;
+  absl::StatusOr<torch::Tensor> t = DecodeTensor(message, limits, what, &received);
+  received_ = training ? std::move(received) : Support();
+  return t;
+}
+
+absl::Status SplitStepCodec::EncodeGradient(const torch::Tensor& gradient, WireEncoding encoding,
+                                            v1::Tensor* out) {
+  const Support support = std::move(received_);
+  received_ = Support();
+  return support.empty() ? EncodeTensor(gradient, encoding, out)
+                         : EncodeOnSupport(gradient, support, encoding, out);
+}
+
+absl::StatusOr<torch::Tensor> SplitStepCodec::DecodeGradient(const v1::Tensor& message,
+                                                             DecodeLimits limits,
+                                                             absl::string_view what) {
+  const Support support = std::move(sent_);
+  sent_ = Support();
+  limits.support = &support;
+  return DecodeTensor(message, limits, what);
 }
 
 }  // namespace splitfed

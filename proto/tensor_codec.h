@@ -30,7 +30,7 @@ struct Support {
 absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding,
                           v1::Tensor* out);
 
-// An activation that leaves its side of the cut through a ReLU (split/unet.h, EndsRectified):
+// An activation that leaves its side of the cut through a ReLU (split/unet.h, OutputIsRectified):
 // LAYOUT_NONZERO when that is smaller than dense, and then `support` is its mask, for the
 // gradient that answers it; LAYOUT_DENSE otherwise, and `support` is emptied. Float only.
 // The mask comes from the float32 values: an element too small for fp16 still counts as
@@ -67,4 +67,33 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& message, const Deco
                                            absl::string_view what = "tensor",
                                            Support* received_support = nullptr);
 
+// One end of a Split stream's training steps, for the sparse layouts: the site (it sends a1,
+// receives a2) or the coordinator (receives a1, sends a2). The activation this end sends goes
+// through EncodeRectified when its part of the network ends in a ReLU (`sends_rectified`,
+// OutputIsRectified in split/unet.h), otherwise dense. A gradient goes on the support of the
+// activation it answers, if that crossed sparse. The supports are kept from a training
+// step's activations (`training`: a gradient will follow) to its gradients, and each is
+// forgotten once its gradient has crossed, or when a forward-only activation replaces it.
+class SplitStepCodec {
+ public:
+  explicit SplitStepCodec(bool sends_rectified) : sends_rectified_(sends_rectified) {}
+
+  absl::Status EncodeActivation(const torch::Tensor& activation, WireEncoding encoding,
+                                bool training, v1::Tensor* out);
+  absl::StatusOr<torch::Tensor> DecodeActivation(const v1::Tensor& message,
+                                                 const DecodeLimits& limits,
+                                                 absl::string_view what, bool training);
+  // The gradient of the activation this end received.
+  absl::Status EncodeGradient(const torch::Tensor& gradient, WireEncoding encoding,
+                              v1::Tensor* out);
+  // The gradient of the activation this end sent (`limits.support` is set here).
+  absl::StatusOr<torch::Tensor> DecodeGradient(const v1::Tensor& message, DecodeLimits limits,
+                                               absl::string_view what);
+
+ private:
+  bool sends_rectified_;
+  Support sent_, received_;
+};
+
 }  // namespace splitfed
+

@@ -229,6 +229,44 @@ TEST(SparseLayouts, Fp16SupportComesFromTheFloat32Values) {
   EXPECT_EQ(back[10].item<float>(), 2.0f);
 }
 
+// Both ends of a Split stream, in memory: a training step's gradients go on the supports of
+// its activations, and a forward-only exchange leaves no support for a gradient to use.
+TEST(SplitStepCodec, CarriesSupportsFromActivationsToTheirGradients) {
+  SplitStepCodec site(/*sends_rectified=*/true), coordinator(/*sends_rectified=*/true);
+  const WireEncoding e = WireEncoding::kFp32;
+  const torch::Tensor a1 = Rectified({2, 4, 8, 8}, 16), a2 = Rectified({2, 8, 4, 4}, 17);
+  const torch::Tensor g2 = torch::randn_like(a2), g1 = torch::randn_like(a1);
+  v1::Tensor m;
+  ASSERT_TRUE(site.EncodeActivation(a1, e, /*training=*/true, &m).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_NONZERO);
+  EXPECT_TRUE(torch::equal(*coordinator.DecodeActivation(m, {}, "a1", true), a1));
+  ASSERT_TRUE(coordinator.EncodeActivation(a2, e, true, &m).ok());
+  EXPECT_TRUE(torch::equal(*site.DecodeActivation(m, {}, "a2", true), a2));
+  ASSERT_TRUE(site.EncodeGradient(g2, e, &m).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_ON_SUPPORT);
+  EXPECT_TRUE(torch::equal(*coordinator.DecodeGradient(m, {}, "g2"), g2 * a2.ne(0)));
+  ASSERT_TRUE(coordinator.EncodeGradient(g1, e, &m).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_ON_SUPPORT);
+  EXPECT_TRUE(torch::equal(*site.DecodeGradient(m, {}, "g1"), g1 * a1.ne(0)));
+
+  // An evaluation exchange: sparse too, but no gradient may follow it on a support.
+  ASSERT_TRUE(site.EncodeActivation(a1, e, /*training=*/false, &m).ok());
+  ASSERT_TRUE(coordinator.DecodeActivation(m, {}, "a1", false).ok());
+  ASSERT_TRUE(coordinator.EncodeActivation(a2, e, false, &m).ok());
+  ASSERT_TRUE(site.DecodeActivation(m, {}, "a2", false).ok());
+  ASSERT_TRUE(site.EncodeGradient(g2, e, &m).ok());
+  EXPECT_EQ(m.layout(), v1::LAYOUT_DENSE) << "no support to send on";
+  v1::Tensor on_support;
+  Support support;
+  v1::Tensor unused;
+  ASSERT_TRUE(EncodeRectified(a2, e, &unused, &support).ok());
+  ASSERT_TRUE(EncodeOnSupport(g2, support, e, &on_support).ok());
+  const absl::StatusOr<torch::Tensor> refused = coordinator.DecodeGradient(on_support, {}, "g2");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("no activation crossed with LAYOUT_NONZERO"),
+            std::string::npos);
+}
+
 TEST(SparseLayouts, RejectsMalformedSparseTensors) {
   const torch::Tensor a = Rectified({3, 7, 3}, 14);  // 63 elements: one padding bit
   v1::Tensor good;
