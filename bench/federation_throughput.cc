@@ -41,6 +41,7 @@
 #include "client/site_client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
+#include "bench/median.h"
 #include "datasets/phantom.h"
 #include "provision/federation_kit.h"
 #include "store/run_store.h"
@@ -51,6 +52,7 @@
 namespace {
 namespace fs = std::filesystem;
 using namespace splitfed;
+using bench::Median;
 
 constexpr int64_t kImagesPerSite = 160;  // 128 train + 32 validation at each site
 constexpr int64_t kTrainPerSite = 128;
@@ -281,12 +283,6 @@ double RunCentralized(const Settings& s, int sites) {
     seconds += stats->seconds;
   }
   return images / seconds;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 }  // namespace
