@@ -123,11 +123,11 @@ void Check(const absl::Status& s) {
   if (!s.ok()) throw std::runtime_error(std::string(s.message()));
 }
 
-DecodeLimits Float32Limits(const Support* support = nullptr) {
+// What both ends require of what they receive (DecodeGradient adds the support itself).
+DecodeLimits Float32Limits() {
   DecodeLimits limits;
   limits.expected_dtype = v1::DTYPE_FLOAT32;
   limits.reject_non_finite = true;
-  limits.support = support;
   return limits;
 }
 
