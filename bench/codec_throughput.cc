@@ -14,21 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "proto/tensor_codec.h"
 #include "split/allocator.h"
 #include "split/openmp_wait.h"
 
 namespace {
+
+using splitfed::bench::Median;
 using namespace splitfed;
 using Clock = std::chrono::steady_clock;
 
 double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

@@ -137,15 +137,6 @@ struct Channel {
   bool codec = false;
 };
 
-// Whether the front's and the body's outputs come out of a ReLU (sparse layouts).
-bool FrontRectified(const RunOptions& o) {
-  return OutputIsRectified(o.model, o.split.front_units);
-}
-bool BodyRectified(const RunOptions& o) {
-  const int64_t units = static_cast<int64_t>(UnitSequence(o.model).size());
-  return OutputIsRectified(o.model, units - o.split.back_units);
-}
-
 // The body's side, in the child: answers until told to stop.
 void ServeBody(const Channel& c, int from_parent, int threads) {
   torch::set_num_threads(threads);
@@ -153,7 +144,7 @@ void ServeBody(const Channel& c, int from_parent, int threads) {
   RunOptions o;
   SplitModel m = MakeSplitModel(o.model, o.split);
   LocalBody body(m.body, TrainerOptions{}.learning_rate);
-  SplitStepCodec codec(BodyRectified(o));
+  SplitStepCodec codec(CutsRectified(o.model, o.split).a2);
   Header h{};
   while (ReadAll(from_parent, &h, sizeof h) && h.request != Request::kStop) {
     if (c.codec) {
@@ -193,7 +184,7 @@ void ServeBody(const Channel& c, int from_parent, int threads) {
 class ChildBody : public BodyLink {
  public:
   ChildBody(const Channel& c, int from_child, const RunOptions& o)
-      : c_(c), from_child_(from_child), codec_(FrontRectified(o)) {}
+      : c_(c), from_child_(from_child), codec_(CutsRectified(o.model, o.split).a1) {}
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override {
     return Activation(Request::kForward, a1);
   }

@@ -14,17 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "split/adam.h"
 #include "split/openmp_wait.h"
 #include "split/unet.h"
 
 namespace {
-using Clock = std::chrono::steady_clock;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using splitfed::bench::Median;
+using Clock = std::chrono::steady_clock;
 
 // Milliseconds per call of `step`, median over `repeats` runs of `steps` calls each.
 template <typename Step>

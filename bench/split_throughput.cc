@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/median.h"
 #include "split/allocator.h"
 #include "split/loss.h"
 #include "split/split_step.h"
@@ -23,16 +24,13 @@
 
 namespace {
 
+using splitfed::bench::Median;
+
 using Clock = std::chrono::steady_clock;
 using splitfed::ClientStep;
 using splitfed::ServerStep;
 
 constexpr int64_t kBatch = 8;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Workload {
   torch::Tensor images, masks;

@@ -306,8 +306,7 @@ struct SiteClient::Impl {
     const WireEncoding encoding = settings.activation_encoding() == v1::ENCODING_FP16
                                       ? WireEncoding::kFp16
                                       : WireEncoding::kFp32;
-    StreamBody body(stream.get(), round, encoding, shapes,
-                    OutputIsRectified(model, cut.front_units));
+    StreamBody body(stream.get(), round, encoding, shapes, CutsRectified(model, cut).a1);
     auto fail_stream = [&](const absl::Status& why) -> absl::Status {
       stream->WritesDone();
       grpc::Status s = stream->Finish();

@@ -372,7 +372,7 @@ void Coordinator::UpdateTeacherLocked() {
   const NamedTensors global = ExtractState(*global_.body);
   if (!teacher_body_) {
     teacher_body_ = UNetSegment(options_.model, options_.split.front_units,
-                                6 * options_.model.depth + 3 - options_.split.back_units);
+                                options_.split.BodyEnd(options_.model));
     LoadState(*teacher_body_, global).IgnoreError();  // same architecture: cannot fail
     teacher_body_->eval();
     return;
@@ -574,10 +574,9 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   // (SFLV1) or all with the one shared body, taken in turns in a seeded random order (SFLV2).
   participants_.clear();
   const NamedTensors body_state = ExtractState(*global_.body);
-  const int64_t total_units = 6 * options_.model.depth + 3;
   auto fresh_body = [&]() -> absl::StatusOr<std::shared_ptr<LocalBody>> {
     UNetSegment body(options_.model, options_.split.front_units,
-                     total_units - options_.split.back_units);
+                     options_.split.BodyEnd(options_.model));
     if (auto s = LoadState(*body, body_state); !s.ok()) return s;
     return std::make_shared<LocalBody>(body, options_.learning_rate);
   };

@@ -433,11 +433,10 @@ struct CoordinatorServer::Services {
 
   class SplitImpl final : public v1::Split::Service {
    public:
-    explicit SplitImpl(Services* s) : s_(s) {
-      const RunOptions& o = s_->coordinator->options();
-      const int64_t units = static_cast<int64_t>(UnitSequence(o.model).size());
-      body_output_rectified_ = OutputIsRectified(o.model, units - o.split.back_units);
-    }
+    explicit SplitImpl(Services* s)
+        : s_(s),
+          body_output_rectified_(
+              CutsRectified(s->coordinator->options().model, s->coordinator->options().split).a2) {}
 
     grpc::Status Train(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::SplitMessage, v1::SplitMessage>* stream)
@@ -529,7 +528,7 @@ struct CoordinatorServer::Services {
     }
 
     Services* s_;
-    bool body_output_rectified_ = false;  // a2 comes out of a ReLU (split/unet.h)
+    const bool body_output_rectified_;  // a2 comes out of a ReLU (split/unet.h)
   };
 
   class AdminImpl final : public v1::Admin::CallbackService {

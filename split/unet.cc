@@ -78,6 +78,10 @@ absl::StatusOr<SplitSpec> SplitSpec::Parse(const std::string& text) {
       "split must be 'deep', 'shallow' or 'FRONT_UNITS,BACK_UNITS', got '", text, "'"));
 }
 
+int64_t SplitSpec::BodyEnd(const UNetConfig& config) const {
+  return TotalUnits(config.depth) - back_units;
+}
+
 absl::Status SplitSpec::Validate(const UNetConfig& config) const {
   const int64_t total = TotalUnits(config.depth);
   if (front_units < 1 || back_units < 1 || front_units + back_units >= total)
@@ -132,9 +136,7 @@ absl::StatusOr<ActivationShapes> CutShapes(const UNetConfig& config, const Split
     }
     return std::vector<int64_t>{units[count - 1].out_channels, height >> level, width >> level};
   };
-  const int64_t total = static_cast<int64_t>(units.size());
-  return ActivationShapes{shape_after(split.front_units),
-                          shape_after(total - split.back_units)};
+  return ActivationShapes{shape_after(split.front_units), shape_after(split.BodyEnd(config))};
 }
 
 bool OutputIsRectified(const UNetConfig& config, int64_t end) {
@@ -153,6 +155,11 @@ bool OutputIsRectified(const UNetConfig& config, int64_t end) {
       return false;
   }
   return false;
+}
+
+RectifiedCuts CutsRectified(const UNetConfig& config, const SplitSpec& split) {
+  return RectifiedCuts{OutputIsRectified(config, split.front_units),
+                       OutputIsRectified(config, split.BodyEnd(config))};
 }
 
 UNetSegmentImpl::UNetSegmentImpl(const UNetConfig& config, int64_t begin, int64_t end)
@@ -222,10 +229,10 @@ UNetSegment MakeUNet(const UNetConfig& config) {
 }
 
 SplitModel MakeSplitModel(const UNetConfig& config, const SplitSpec& split) {
-  const int64_t total = TotalUnits(config.depth);
+  const int64_t body_end = split.BodyEnd(config);
   return SplitModel{UNetSegment(config, 0, split.front_units),
-                    UNetSegment(config, split.front_units, total - split.back_units),
-                    UNetSegment(config, total - split.back_units, total)};
+                    UNetSegment(config, split.front_units, body_end),
+                    UNetSegment(config, body_end, TotalUnits(config.depth))};
 }
 
 void CopyStateByName(const torch::nn::Module& from, torch::nn::Module& to) {

@@ -58,6 +58,8 @@ struct SplitSpec {
 
   // Checks the counts and that every skip connection stays on one side of the cut.
   absl::Status Validate(const UNetConfig& config) const;
+  // The unit after the body's last: the body is units [front_units, BodyEnd(config)).
+  int64_t BodyEnd(const UNetConfig& config) const;
 };
 
 // Shape (C, H, W) of the activation a1 the front sends, for an input of height x width;
@@ -74,6 +76,13 @@ absl::StatusOr<ActivationShapes> CutShapes(const UNetConfig& config, const Split
 // them, so a cut there may send the gradient of the non-zero elements only (EncodeOnSupport in
 // proto/tensor_codec.h). False for an `end` outside the network.
 bool OutputIsRectified(const UNetConfig& config, int64_t end);
+
+// Which activations of a split come out of a ReLU (OutputIsRectified at each cut).
+struct RectifiedCuts {
+  bool a1 = false;  // the front's output, sent by the site
+  bool a2 = false;  // the body's output, sent by the coordinator
+};
+RectifiedCuts CutsRectified(const UNetConfig& config, const SplitSpec& split);
 
 // Skip tensors by level; a level whose skip is not held here is undefined.
 using SkipSet = std::vector<torch::Tensor>;

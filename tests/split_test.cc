@@ -272,6 +272,22 @@ TEST(SplitSpec, PresetsCutWhereTheAlgorithmSays) {
   const auto shallow = *CutShapes(config, SplitSpec::Shallow(), 128, 128);
   EXPECT_EQ(shallow.a1, (std::vector<int64_t>{16, 128, 128}));
   EXPECT_EQ(shallow.a2, (std::vector<int64_t>{16, 128, 128}));
+  // 27 units; the deep back keeps up0, dec0's two convolutions and the head.
+  EXPECT_EQ(SplitSpec::Deep().BodyEnd(config), 23);
+  // Both presets send activations straight out of a ReLU (a1 via a max-pool of one for
+  // deep), so both travel sparse.
+  for (const SplitSpec& split : {SplitSpec::Deep(), SplitSpec::Shallow()}) {
+    const RectifiedCuts cuts = CutsRectified(config, split);
+    EXPECT_TRUE(cuts.a1) << split.front_units << "," << split.back_units;
+    EXPECT_TRUE(cuts.a2) << split.front_units << "," << split.back_units;
+  }
+  // A body ending in an up-convolution (depth 2: ... up1 | dec1_conv1 ...) is not rectified,
+  // while its front is.
+  UNetConfig depth2;
+  depth2.depth = 2;
+  const RectifiedCuts after_up = CutsRectified(depth2, SplitSpec{3, 6});
+  EXPECT_TRUE(after_up.a1);
+  EXPECT_FALSE(after_up.a2);
 }
 
 TEST(SplitSpec, RejectsCutsThatBreakASkipOrLeaveAnEmptyPart) {
