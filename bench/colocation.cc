@@ -2,8 +2,8 @@
 // one site's split training where the body lives in a forked child and a1/a2/g2/g1 cross
 // through shared memory (one copy each way, a byte on a pipe to hand over), against the
 // same training in one process (`SiteTrainer` + `LocalBody`, the federation benchmark's
-// centralized training). The child steps its optimiser after sending g1, on one thread, as
-// the coordinator does with one site.
+// centralized training). The child leaves its optimiser's step for the next a1, as the
+// coordinator does with one site.
 //
 // This separates the two costs of one site over loopback: crossing the cut (codec, TLS,
 // gRPC: absent here) and two processes taking turns on the cores (present here). Epochs of
@@ -173,10 +173,7 @@ void ServeBody(const Channel& c, int from_parent, int threads) {
         Send(c.to_parent, c.shared, h.request, *body.BackwardDeferringStep(in));
       }
     }
-    if (h.request == Request::kBackward) {
-      SingleThreadedOperations one_thread;  // as Coordinator::FinishBodyStep with one site
-      body.FinishStep();
-    }
+    // As the coordinator with one site: the body's step waits for the next Forward.
   }
 }
 

@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "split/model_file.h"
-#include "split/openmp_wait.h"
 
 namespace splitfed {
 namespace {
@@ -319,19 +318,17 @@ absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int
 absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round) {
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
-  // With one site the step overlaps that site's work on g1. On one thread it leaves the site
-  // a core when both share a machine, instead of fighting it for both (docs/ARCHITECTURE.md,
-  // "Threads"). With more sites every thread serves their queued work.
-  bool only_site = false;
+  // With one site the cores are that site's while it works on g1: a step beside it slows its
+  // front by more than the step costs when it waits for the site's next message, which the
+  // body takes first (docs/PERFORMANCE.md, "Where one site's step went"). With more sites the
+  // step fills time the coordinator would otherwise spend waiting.
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    only_site = participants_.size() == 1;
+    if (participants_.size() == 1) return absl::OkStatus();
   }
   return TensorWorkResult(round, [&] {
            std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
            return Guarded("the body's optimiser step", [&] {
-             std::optional<SingleThreadedOperations> one_thread;
-             if (only_site) one_thread.emplace();
              (*p)->body->FinishStep();
              return torch::Tensor();
            });

@@ -117,9 +117,9 @@ class Coordinator {
   void WaitForChange(std::chrono::milliseconds timeout);
   // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
   // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
-  // optimiser steps: call FinishBodyStep once g1 is on its way, so that the step overlaps the
-  // site's work on g1 (the site's next call, or the round's close, takes the step otherwise).
-  // With one site in the round the step runs on one thread, leaving the site a core.
+  // optimiser steps: call FinishBodyStep once g1 is on its way, so that with several sites the
+  // step overlaps that site's work on g1. With one site in the round it leaves the step to the
+  // site's next call (or the round's close), which takes it first.
   absl::StatusOr<torch::Tensor> Forward(const std::string& site, int64_t round,
                                         const torch::Tensor& a1);
   absl::StatusOr<torch::Tensor> Backward(const std::string& site, int64_t round,

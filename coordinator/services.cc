@@ -469,7 +469,7 @@ struct CoordinatorServer::Services {
         if (!handled.ok()) return fail(handled);
         bytes_out += out.ByteSizeLong();
         if (!stream->Write(out)) break;
-        // The body's optimiser steps while the site back-propagates g1 through its front.
+        // g1 is on its way: the body's optimiser may step (Coordinator::FinishBodyStep says when).
         if (in.kind() == v1::SplitMessage::GRADIENT) {
           if (auto st = s_->coordinator->FinishBodyStep(*site, round); !st.ok()) return fail(st);
         }

@@ -1,7 +1,5 @@
 #include "split/openmp_wait.h"
 
-#include <ATen/Parallel.h>
-#include <omp.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,13 +12,5 @@ void ShortenOpenMpSpin(char** argv) {
   execv("/proc/self/exe", argv);
   // Still here: /proc is not mounted or the binary went away; run with libgomp's default.
 }
-
-// at::get_num_threads() first gives this thread LibTorch's thread count if it has not run an
-// operation yet; otherwise that first operation would set it, over our 1.
-SingleThreadedOperations::SingleThreadedOperations() : previous_threads_(at::get_num_threads()) {
-  omp_set_num_threads(1);
-}
-
-SingleThreadedOperations::~SingleThreadedOperations() { omp_set_num_threads(previous_threads_); }
 
 }  // namespace splitfed

@@ -1,5 +1,4 @@
-// How OpenMP runs LibTorch's operations: how long idle workers busy-wait before sleeping (for
-// the whole process), and a scope in which one thread's operations run single-threaded.
+// How long OpenMP's idle workers busy-wait before sleeping, for the whole process.
 #pragma once
 
 namespace splitfed {
@@ -18,20 +17,5 @@ inline constexpr const char* kOpenMpSpinCount = "10000";
 // a program's executable (valgrind without --trace-children) lose it at the re-execution:
 // set GOMP_SPINCOUNT yourself there.
 void ShortenOpenMpSpin(char** argv);
-
-// While it lives, LibTorch operations started on the constructing thread run on that thread
-// alone, without OpenMP workers (OpenMP keeps its thread count per thread; other threads are
-// not affected). For work that overlaps other work on the same cores: a second OpenMP team
-// would only fight the first for them (docs/PERFORMANCE.md, the body's deferred step).
-class SingleThreadedOperations {
- public:
-  SingleThreadedOperations();
-  ~SingleThreadedOperations();
-  SingleThreadedOperations(const SingleThreadedOperations&) = delete;
-  SingleThreadedOperations& operator=(const SingleThreadedOperations&) = delete;
-
- private:
-  int previous_threads_;
-};
 
 }  // namespace splitfed

@@ -2,15 +2,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <omp.h>
-
 #include <cmath>
-#include <thread>
 
 #include "split/adam.h"
 #include "split/loss.h"
 #include "split/model_state.h"
-#include "split/openmp_wait.h"
 #include "split/split_step.h"
 #include "split/trainer.h"
 #include "split/unet.h"
@@ -111,27 +107,6 @@ INSTANTIATE_TEST_SUITE_P(PresetsAndDepths, SplitEquivalence,
                              if (ch == ',') ch = '_';
                            return "split_" + name + "_depth" + std::to_string(info.param.depth);
                          });
-
-// The coordinator's deferred step runs single-threaded next to a site's work. LibTorch's
-// operations parallelise with OpenMP's per-thread count (what torch::get_num_threads() and
-// omp_get_max_threads() read on the calling thread): it must be 1 on this thread only, and
-// come back when the scope ends.
-TEST(SingleThreadedOperations, LimitOnlyTheirThreadUntilTheyEnd) {
-  torch::set_num_threads(2);
-  ASSERT_EQ(torch::get_num_threads(), 2);
-  {
-    SingleThreadedOperations one;
-    EXPECT_EQ(torch::get_num_threads(), 1);
-    EXPECT_EQ(omp_get_max_threads(), 1);
-    int other_thread = 0;
-    std::thread([&] { other_thread = torch::get_num_threads(); }).join();
-    EXPECT_EQ(other_thread, 2) << "another thread keeps LibTorch's count";
-    const torch::Tensor x = torch::randn({64, 64});
-    EXPECT_TRUE(torch::allclose(torch::mm(x, x), torch::matmul(x, x)));  // still computes
-  }
-  EXPECT_EQ(torch::get_num_threads(), 2);
-  EXPECT_EQ(omp_get_max_threads(), 2);
-}
 
 // The fused Adam must follow LibTorch's Adam: same moments, bias corrections and ε, step by
 // step, on tensors large enough to be split between threads and on one that gets no gradient.
