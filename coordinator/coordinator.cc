@@ -320,8 +320,8 @@ absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round)
   if (!p.ok()) return p.status();
   // With one site the cores are that site's while it works on g1: a step beside it slows its
   // front by more than the step costs when it waits for the site's next message, which the
-  // body takes first (docs/PERFORMANCE.md, "Where one site's step went"). With more sites the
-  // step fills time the coordinator would otherwise spend waiting.
+  // body takes first (docs/PERFORMANCE.md, "The body's step, overlapped or not"). With more
+  // sites the step fills time the coordinator would otherwise spend waiting.
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (participants_.size() == 1) return absl::OkStatus();
