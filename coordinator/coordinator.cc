@@ -316,8 +316,6 @@ absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int
 }
 
 absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round) {
-  auto p = ActiveParticipant(site, round);
-  if (!p.ok()) return p.status();
   // With one site the cores are that site's while it works on g1: a step beside it slows its
   // front by more than the step costs when it waits for the site's next message, which the
   // body takes first (docs/PERFORMANCE.md, "The body's step, overlapped or not"). With more
@@ -326,6 +324,8 @@ absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round)
     std::lock_guard<std::mutex> lock(mutex_);
     if (participants_.size() == 1) return absl::OkStatus();
   }
+  auto p = ActiveParticipant(site, round);
+  if (!p.ok()) return p.status();
   return TensorWorkResult(round, [&] {
            std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
            return Guarded("the body's optimiser step", [&] {

@@ -96,4 +96,3 @@ class SplitStepCodec {
 };
 
 }  // namespace splitfed
-
