@@ -2,13 +2,12 @@
 
 #include <torch/torch.h>
 
-#include <cfloat>
-#include <cmath>
 #include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "proto/sparse_kernels.h"
 
 namespace splitfed {
 namespace {
@@ -27,118 +26,32 @@ absl::Status NonFiniteError(absl::string_view what, const torch::Tensor& t) {
 }
 
 // True if no element of the contiguous float tensor `t` is NaN or infinite.
-bool AllFinite(const torch::Tensor& t) {
-  const float* p = t.data_ptr<float>();
-  const int64_t n = t.numel();
-  bool bad = false;
-  for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(p[i]) <= FLT_MAX);  // NaN compares false
-  return !bad;
-}
+bool AllFinite(const torch::Tensor& t) { return sparse::AllFinite(t.data_ptr<float>(), t.numel()); }
 
-int64_t MaskBytes(int64_t elements) { return (elements + 7) / 8; }
+using sparse::kSlack;
+using sparse::MaskBytes;
 
-// The sparse layouts work a mask byte (8 elements) at a time, without a branch per element:
-// a mask that follows a ReLU is as unpredictable as the activation's signs. For each of the
-// 256 byte values, `count` is its set bits and `slot[j]` where element j goes among the
-// byte's stored values: its rank among the set bits if bit j is set, else `count`, a scratch
-// place the next byte's values overwrite.
-struct ByteTable {
-  uint8_t count[256];
-  uint8_t slot[256][8];
-  ByteTable() {
-    for (int m = 0; m < 256; ++m) {
-      count[m] = static_cast<uint8_t>(__builtin_popcount(m));
-      int rank = 0;
-      for (int j = 0; j < 8; ++j) slot[m][j] = static_cast<uint8_t>((m >> j) & 1 ? rank++ : count[m]);
-    }
-  }
-};
-const ByteTable& Table() {
-  static const ByteTable table;
-  return table;
-}
-
-// Extra elements a values buffer needs past its stored ones: the scratch slot of the last
-// byte (Compact) and the harmless reads of unset bits (Expand).
-constexpr int64_t kSlack = 8;
-
-// Set bits of a mask. The bits past the last element must be zero (checked by the caller).
-int64_t CountBits(const std::string& mask) {
-  const ByteTable& table = Table();
-  int64_t count = 0;
-  for (unsigned char byte : mask) count += table.count[byte];
-  return count;
-}
-
-// Calls visit(byte index, lanes) for each mask byte of n elements: 8 lanes for every full
-// byte (a constant the compiler unrolls), then the rest.
-template <typename Visit>
-void ForEachMaskByte(int64_t n, Visit visit) {
-  for (int64_t b = 0; b < n / 8; ++b) visit(b, 8);
-  if (n % 8) visit(n / 8, static_cast<int>(n % 8));
-}
-
-// Appends the elements of `in` (one mask byte's `lanes`) whose bit in `m` is set to
-// values[*k...], and advances *k past them. Writes every lane: unset ones go to the scratch
-// slot, so `values` needs kSlack room past the stored elements.
-inline void CompactByte(const float* in, unsigned m, int lanes, float* values, int64_t* k) {
-  const ByteTable& table = Table();
-  for (int j = 0; j < lanes; ++j) values[*k + table.slot[m][j]] = in[j];
-  *k += table.count[m];
-}
-
-// The mask of x's non-zero elements (-0.0 counts as zero) and those elements, in order, in
-// `values` (room for their count + kSlack). Returns their count.
-int64_t MaskAndCompact(const float* x, int64_t n, uint8_t* mask, float* values) {
-  int64_t k = 0;
-  ForEachMaskByte(n, [&](int64_t b, int lanes) {
-    const float* in = x + 8 * b;
-    unsigned m = 0;
-    for (int j = 0; j < lanes; ++j) m |= static_cast<unsigned>(in[j] != 0.0f) << j;
-    mask[b] = static_cast<uint8_t>(m);
-    CompactByte(in, m, lanes, values, &k);
-  });
-  return k;
-}
-
-// x's elements at the mask's set bits, in order, into `values` (room for them + kSlack).
-void Compact(const float* x, int64_t n, const uint8_t* mask, float* values) {
-  int64_t k = 0;
-  ForEachMaskByte(n, [&](int64_t b, int lanes) {
-    CompactByte(x + 8 * b, mask[b], lanes, values, &k);
-  });
-}
-
-// The inverse: out[i] is the next stored value where the mask is set, +0.0 elsewhere.
-// `values` needs kSlack readable elements past the stored ones.
-void Expand(const float* values, int64_t n, const uint8_t* mask, float* out) {
-  const ByteTable& table = Table();
-  int64_t k = 0;
-  ForEachMaskByte(n, [&](int64_t b, int lanes) {
-    float* o = out + 8 * b;
-    const uint8_t m = mask[b];
-    for (int j = 0; j < lanes; ++j) {
-      // Select by bits, not by a branch: the value where the bit is set, +0.0 elsewhere.
-      uint32_t bits;
-      std::memcpy(&bits, &values[k + table.slot[m][j]], 4);
-      bits &= 0u - ((m >> j) & 1u);
-      std::memcpy(&o[j], &bits, 4);
-    }
-    k += table.count[m];
-  });
-}
-
-// Stores `count` gathered float32 values (the first `count` of `values`) in `encoding`.
-void SetValues(const torch::Tensor& values, int64_t count, WireEncoding encoding,
-               v1::Tensor* out) {
-  if (encoding == WireEncoding::kFp16) {
-    const torch::Tensor half = values.slice(0, 0, count).to(torch::kHalf);
-    out->set_encoding(v1::ENCODING_FP16);
-    out->set_data(half.data_ptr(), count * 2);
-  } else {
+// Sets out's data to a sparse tensor's stored values in `encoding`. `gather` writes them as
+// float32 to the buffer it is given (room for `capacity` + kSlack) and returns their count,
+// which this returns too. fp32 values are gathered straight into the message, without a copy.
+template <typename Gather>
+int64_t SetGatheredValues(int64_t capacity, WireEncoding encoding, v1::Tensor* out,
+                          Gather gather) {
+  if (encoding == WireEncoding::kFp32) {
+    std::string data;
+    data.resize((capacity + kSlack) * 4);
+    const int64_t count = gather(reinterpret_cast<float*>(data.data()));
+    data.resize(count * 4);
     out->set_encoding(v1::ENCODING_FP32);
-    out->set_data(values.data_ptr(), count * 4);
+    out->set_data(std::move(data));
+    return count;
   }
+  torch::Tensor values = torch::empty({capacity + kSlack}, torch::kFloat);
+  const int64_t count = gather(values.data_ptr<float>());
+  const torch::Tensor half = values.slice(0, 0, count).to(torch::kHalf);
+  out->set_encoding(v1::ENCODING_FP16);
+  out->set_data(half.data_ptr(), count * 2);
+  return count;
 }
 
 // A float tensor, contiguous on the CPU, or an error naming the function.
@@ -160,18 +73,17 @@ absl::Status EncodeRectified(const torch::Tensor& tensor, WireEncoding encoding,
   const int64_t element_size = encoding == WireEncoding::kFp16 ? 2 : 4;
   *support = Support();
   if (n == 0) return EncodeTensor(*t, encoding, out);
+  out->Clear();
   std::string mask(MaskBytes(n), '\0');
-  torch::Tensor values = torch::empty({n + kSlack}, torch::kFloat);
-  const int64_t count = MaskAndCompact(t->data_ptr<float>(), n,
-                                       reinterpret_cast<uint8_t*>(mask.data()),
-                                       values.data_ptr<float>());
+  const int64_t count = SetGatheredValues(n, encoding, out, [&](float* values) {
+    return sparse::MaskAndCompact(t->data_ptr<float>(), n,
+                                  reinterpret_cast<uint8_t*>(mask.data()), values);
+  });
   if (count * element_size + MaskBytes(n) >= n * element_size)
     return EncodeTensor(*t, encoding, out);  // too few zeros to pay for the mask
-  out->Clear();
   for (int64_t d : t->sizes()) out->add_shape(d);
   out->set_dtype(v1::DTYPE_FLOAT32);
   out->set_layout(v1::LAYOUT_NONZERO);
-  SetValues(values, count, encoding, out);
   support->elements = n;
   support->count = count;
   support->mask = mask;
@@ -193,10 +105,11 @@ absl::Status EncodeOnSupport(const torch::Tensor& gradient, const Support& suppo
   for (int64_t d : g->sizes()) out->add_shape(d);
   out->set_dtype(v1::DTYPE_FLOAT32);
   out->set_layout(v1::LAYOUT_ON_SUPPORT);
-  torch::Tensor values = torch::empty({support.count + kSlack}, torch::kFloat);
-  Compact(g->data_ptr<float>(), support.elements,
-          reinterpret_cast<const uint8_t*>(support.mask.data()), values.data_ptr<float>());
-  SetValues(values, support.count, encoding, out);
+  SetGatheredValues(support.count, encoding, out, [&](float* values) {
+    sparse::Compact(g->data_ptr<float>(), support.elements,
+                    reinterpret_cast<const uint8_t*>(support.mask.data()), values);
+    return support.count;
+  });
   return absl::OkStatus();
 }
 
@@ -302,7 +215,8 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& m, const DecodeLimi
         return absl::InvalidArgumentError(
             absl::StrCat(what, ": the mask has bits set past the last element"));
       mask = &m.mask();
-      stored = CountBits(m.mask());
+      stored = sparse::CountBits(reinterpret_cast<const uint8_t*>(m.mask().data()),
+                                  static_cast<int64_t>(m.mask().size()));
       break;
     }
     case v1::LAYOUT_ON_SUPPORT:
@@ -337,22 +251,21 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& m, const DecodeLimi
 
   torch::Tensor t;
   if (mask) {
-    // The stored values, widened to float32, with room to read past the last one.
-    torch::Tensor values = torch::empty({stored + kSlack}, torch::kFloat);
-    torch::Tensor stored_values = values.slice(0, 0, stored);
+    // fp32 values are expanded straight from the message; fp16 ones are widened first.
+    const float* values = reinterpret_cast<const float*>(m.data().data());
+    torch::Tensor widened;
     if (wire_type == torch::kHalf) {
       torch::Tensor half = torch::empty({stored}, torch::kHalf);
       if (expected_bytes > 0) std::memcpy(half.data_ptr(), m.data().data(), expected_bytes);
-      stored_values.copy_(half);
-    } else if (expected_bytes > 0) {
-      std::memcpy(values.data_ptr(), m.data().data(), expected_bytes);
+      widened = half.to(torch::kFloat);
+      values = widened.data_ptr<float>();
     }
-    // Zeros are finite: checking the stored values checks the tensor.
-    if (limits.reject_non_finite && !AllFinite(stored_values))
-      return NonFiniteError(what, stored_values);
     t = torch::empty(shape, torch::kFloat);
-    Expand(values.data_ptr<float>(), elements, reinterpret_cast<const uint8_t*>(mask->data()),
-           t.data_ptr<float>());
+    const bool finite = sparse::Expand(values, stored, elements,
+                                       reinterpret_cast<const uint8_t*>(mask->data()),
+                                       t.data_ptr<float>());
+    // Zeros are finite: the stored values decide.
+    if (limits.reject_non_finite && !finite) return NonFiniteError(what, t);
     if (received_support && m.layout() == v1::LAYOUT_NONZERO)
       *received_support = Support{m.mask(), elements, stored};
     return t;

@@ -3,8 +3,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <limits>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "proto/sparse_kernels.h"
 #include "proto/tensor_codec.h"
 
 namespace splitfed {
@@ -334,6 +341,126 @@ TEST(TensorCodec, RejectsNonFiniteValuesWhenAsked) {
   EXPECT_TRUE(DecodeTensor(Encoded(big), strict).ok());
   big.view(-1)[big.numel() - 1] = -std::numeric_limits<float>::infinity();
   ExpectRejected(Encoded(big), strict, "0 NaN, 1 Inf");
+}
+
+// ---- The sparse layouts' kernels: the vector versions (AVX2, where the CPU has it) against
+// the portable ones, byte for byte. ---------------------------------------------------------
+
+// n floats, a share `zeros` of them +0.0 or -0.0, and the given specials placed at random.
+std::vector<float> Activation(int64_t n, double zeros, std::mt19937& rng,
+                              const std::vector<float>& specials = {}) {
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::normal_distribution<float> g(0.0f, 3.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = u(rng) < zeros ? (u(rng) < 0.5f ? 0.0f : -0.0f) : g(rng);
+  for (float s : specials)
+    if (n > 0) x[std::uniform_int_distribution<int64_t>(0, n - 1)(rng)] = s;
+  return x;
+}
+
+std::vector<uint32_t> Bits(const float* v, int64_t n) {
+  std::vector<uint32_t> b(n);
+  std::memcpy(b.data(), v, n * 4);
+  return b;
+}
+
+TEST(SparseKernels, VectorAndPortableAgreeByteForByte) {
+  using sparse::Kernels;
+  RecordProperty("vector_kernels", sparse::HasVectorKernels() ? "avx2" : "none");
+  std::mt19937 rng(21);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099})
+    for (double zeros : {1.0, 0.9, 0.5, 0.1, 0.0})
+      for (bool special : {false, true}) {
+        SCOPED_TRACE("n " + std::to_string(n) + " zeros " + std::to_string(zeros));
+        const std::vector<float> x =
+            Activation(n, zeros, rng, special ? std::vector<float>{nan, inf, -inf} : std::vector<float>{});
+        const int64_t bytes = sparse::MaskBytes(n);
+        std::vector<uint8_t> mask_v(bytes), mask_p(bytes);
+        std::vector<float> values_v(n + sparse::kSlack), values_p(n + sparse::kSlack);
+        const int64_t count_v = sparse::MaskAndCompact(x.data(), n, mask_v.data(), values_v.data());
+        const int64_t count_p = sparse::MaskAndCompact(x.data(), n, mask_p.data(), values_p.data(),
+                                                       Kernels::kPortable);
+        ASSERT_EQ(count_v, count_p);
+        ASSERT_EQ(mask_v, mask_p);
+        ASSERT_EQ(Bits(values_v.data(), count_v), Bits(values_p.data(), count_p));
+        ASSERT_EQ(sparse::CountBits(mask_v.data(), bytes), count_v);
+        int64_t nonzero = 0;  // -0.0 is a zero, NaN is not
+        for (float v : x) nonzero += v != 0.0f;
+        ASSERT_EQ(count_v, nonzero);
+
+        // Compact at the same mask gathers the same values.
+        std::vector<float> gathered_v(count_v + sparse::kSlack), gathered_p(count_v + sparse::kSlack);
+        sparse::Compact(x.data(), n, mask_v.data(), gathered_v.data());
+        sparse::Compact(x.data(), n, mask_v.data(), gathered_p.data(), Kernels::kPortable);
+        ASSERT_EQ(Bits(gathered_v.data(), count_v), Bits(values_v.data(), count_v));
+        ASSERT_EQ(Bits(gathered_p.data(), count_v), Bits(values_v.data(), count_v));
+
+        // Expand restores x, with +0.0 for both zeros.
+        std::vector<float> out_v(n, 7.0f), out_p(n, 7.0f), want(x);
+        for (float& v : want) v = v == 0.0f ? 0.0f : v;
+        const bool finite_v = sparse::Expand(values_v.data(), count_v, n, mask_v.data(), out_v.data());
+        const bool finite_p = sparse::Expand(values_v.data(), count_v, n, mask_v.data(), out_p.data(),
+                                             Kernels::kPortable);
+        ASSERT_EQ(Bits(out_v.data(), n), Bits(want.data(), n));
+        ASSERT_EQ(Bits(out_p.data(), n), Bits(want.data(), n));
+        EXPECT_EQ(finite_v, !special || n == 0);
+        EXPECT_EQ(finite_p, !special || n == 0);
+        EXPECT_EQ(sparse::AllFinite(x.data(), n), !special || n == 0);
+        EXPECT_EQ(sparse::AllFinite(x.data(), n, Kernels::kPortable), !special || n == 0);
+      }
+}
+
+// Expand reads its values straight from a received message: never past the last stored one.
+// The values end right before a page that may not be read; a read beyond them crashes.
+TEST(SparseKernels, ExpandReadsNothingPastTheStoredValues) {
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  void* region = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(region, MAP_FAILED);
+  ASSERT_EQ(mprotect(static_cast<char*>(region) + page, page, PROT_NONE), 0);
+  std::mt19937 rng(5);
+  for (int64_t n : {1, 8, 13, 64, 200, 1001})
+    for (double zeros : {0.0, 0.5, 0.95}) {
+      const std::vector<float> x = Activation(n, zeros, rng);
+      std::vector<uint8_t> mask(sparse::MaskBytes(n));
+      std::vector<float> values(n + sparse::kSlack);
+      const int64_t count = sparse::MaskAndCompact(x.data(), n, mask.data(), values.data());
+      ASSERT_LE(count * 4, page);
+      float* at_the_edge = reinterpret_cast<float*>(static_cast<char*>(region) + page) - count;
+      std::memcpy(at_the_edge, values.data(), count * 4);
+      for (sparse::Kernels k : {sparse::Kernels::kFastest, sparse::Kernels::kPortable}) {
+        std::vector<float> out(n);
+        EXPECT_TRUE(sparse::Expand(at_the_edge, count, n, mask.data(), out.data(), k));
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out[i], x[i] == 0.0f ? 0.0f : x[i]);
+      }
+    }
+  munmap(region, 2 * page);
+}
+
+// A NaN or Inf among a sparse tensor's stored values is refused like a dense one's, in either
+// sparse layout and encoding, wherever it sits (the vector loop or the last few values).
+TEST(SparseLayouts, RejectsNonFiniteStoredValues) {
+  DecodeLimits strict;
+  strict.reject_non_finite = true;
+  for (int64_t at : {0, 37, 998, 999})
+    for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16}) {
+      torch::manual_seed(4);
+      torch::Tensor a = torch::relu(torch::randn({1000}));
+      a[at] = std::numeric_limits<float>::quiet_NaN();
+      v1::Tensor m;
+      Support support;
+      ASSERT_TRUE(EncodeRectified(a, e, &m, &support).ok());
+      ASSERT_EQ(m.layout(), v1::LAYOUT_NONZERO);
+      ExpectRejected(m, strict, "1 NaN, 0 Inf");
+      torch::Tensor g = a.clone().nan_to_num(0.0);
+      g[at] = -std::numeric_limits<float>::infinity();
+      v1::Tensor gm;
+      ASSERT_TRUE(EncodeOnSupport(g, support, e, &gm).ok());
+      DecodeLimits on_support = strict;
+      on_support.support = &support;
+      ExpectRejected(gm, on_support, "0 NaN, 1 Inf");
+    }
 }
 
 }  // namespace
