@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "c10/util/Half.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define SPLITFED_X86 1
@@ -223,18 +225,38 @@ SPLITFED_AVX2 bool AllFiniteAvx2(const float* x, int64_t n) {
   return finite;
 }
 
-bool CpuHasAvx2() {
+// The half-precision conversions need F16C too (CPUs have had it since before AVX2); the
+// vector kernels run only where both are present.
+#define SPLITFED_AVX2_F16C __attribute__((target("avx2,f16c")))
+
+SPLITFED_AVX2_F16C void ToHalfVector(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) out[i] = c10::detail::fp16_ieee_from_fp32_value(x[i]);
+}
+
+SPLITFED_AVX2_F16C void FromHalfVector(const uint16_t* h, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(h[i]);
+}
+
+bool CpuHasVectorUnits() {
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   }();
   return has;
 }
 #else
-bool CpuHasAvx2() { return false; }
+bool CpuHasVectorUnits() { return false; }
 #endif
 
-bool Vector(Kernels kernels) { return kernels == Kernels::kFastest && CpuHasAvx2(); }
+bool Vector(Kernels kernels) { return kernels == Kernels::kFastest && CpuHasVectorUnits(); }
 
 }  // namespace
 
@@ -275,6 +297,20 @@ bool AllFinite(const float* x, int64_t n, Kernels kernels) {
   return AllFinitePortable(x, n);
 }
 
-bool HasVectorKernels() { return CpuHasAvx2(); }
+void ToHalf(const float* x, int64_t n, uint16_t* out, Kernels kernels) {
+#ifdef SPLITFED_X86
+  if (Vector(kernels)) return ToHalfVector(x, n, out);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = c10::detail::fp16_ieee_from_fp32_value(x[i]);
+}
+
+void FromHalf(const uint16_t* h, int64_t n, float* out, Kernels kernels) {
+#ifdef SPLITFED_X86
+  if (Vector(kernels)) return FromHalfVector(h, n, out);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(h[i]);
+}
+
+bool HasVectorKernels() { return CpuHasVectorUnits(); }
 
 }  // namespace splitfed::sparse

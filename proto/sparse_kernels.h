@@ -2,7 +2,8 @@
 // the stored elements, and the stored elements packed in order. Plain C++ on raw buffers, so
 // that the codec (tensor_codec.cc) stays about validation and these stay about speed.
 //
-// Each kernel has a portable version and, on CPUs with AVX2, a vector one chosen at run time.
+// Each kernel has a portable version and, on CPUs with AVX2 (and F16C for the half-precision
+// conversions), a vector one chosen at run time.
 // Both give the same bytes; tests/proto_test.cc compares them.
 #pragma once
 
@@ -42,6 +43,11 @@ bool Expand(const float* values, int64_t stored, int64_t n, const uint8_t* mask,
 
 // True if none of the n floats is NaN or infinite.
 bool AllFinite(const float* x, int64_t n, Kernels kernels = Kernels::kFastest);
+
+// float32 to IEEE half precision, rounding to nearest even (as LibTorch converts), and back.
+// The buffers need not be aligned.
+void ToHalf(const float* x, int64_t n, uint16_t* out, Kernels kernels = Kernels::kFastest);
+void FromHalf(const uint16_t* h, int64_t n, float* out, Kernels kernels = Kernels::kFastest);
 
 // True if this CPU runs the vector versions (for the benchmark's report).
 bool HasVectorKernels();

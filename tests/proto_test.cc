@@ -463,5 +463,46 @@ TEST(SparseLayouts, RejectsNonFiniteStoredValues) {
     }
 }
 
+// Half precision: the vector and portable conversions give LibTorch's bits, for every half
+// value back to float, and for floats across half's range (subnormals, ties, overflow, NaN).
+TEST(SparseKernels, HalfConversionsMatchLibTorch) {
+  std::vector<uint16_t> every_half(65536);
+  for (int i = 0; i < 65536; ++i) every_half[i] = static_cast<uint16_t>(i);
+  const torch::Tensor want_float =
+      torch::from_blob(every_half.data(), {65536}, torch::kShort).view(torch::kHalf).to(torch::kFloat);
+  for (sparse::Kernels k : {sparse::Kernels::kFastest, sparse::Kernels::kPortable}) {
+    std::vector<float> got(65536);
+    sparse::FromHalf(every_half.data(), 65536, got.data(), k);
+    const float* want = want_float.data_ptr<float>();
+    for (int i = 0; i < 65536; ++i) {
+      if (std::isnan(want[i])) {
+        ASSERT_TRUE(std::isnan(got[i])) << i;
+        continue;
+      }
+      ASSERT_EQ(Bits(&got[i], 1), Bits(&want[i], 1)) << "half bits " << i;
+    }
+  }
+  torch::manual_seed(8);
+  std::vector<torch::Tensor> parts;
+  for (double scale : {1e-8, 1e-6, 1e-4, 1.0, 1e3, 7e4}) parts.push_back(torch::randn({1001}) * scale);
+  // Ties between two halves (1 + k/1024 + 1/2048) and the edges of the range.
+  parts.push_back(1.0 + (torch::arange(64).to(torch::kFloat) * 2 + 1) / 2048.0);
+  parts.push_back(torch::tensor({0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 5.96e-8f, 2.98e-8f,
+                                 std::numeric_limits<float>::infinity(),
+                                 -std::numeric_limits<float>::infinity()}));
+  const torch::Tensor x = torch::cat(parts);
+  const torch::Tensor want_half = x.to(torch::kHalf);
+  for (sparse::Kernels k : {sparse::Kernels::kFastest, sparse::Kernels::kPortable}) {
+    std::vector<uint16_t> got(x.numel());
+    sparse::ToHalf(x.data_ptr<float>(), x.numel(), got.data(), k);
+    ASSERT_EQ(std::memcmp(got.data(), want_half.data_ptr(), got.size() * 2), 0);
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  uint16_t h = 0;
+  sparse::ToHalf(&nan, 1, &h);
+  EXPECT_EQ(h & 0x7c00, 0x7c00);
+  EXPECT_NE(h & 0x03ff, 0) << "NaN stays NaN";
+}
+
 }  // namespace
 }  // namespace splitfed
