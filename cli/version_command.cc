@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/version.h"
+#include "proto/sparse_kernels.h"
 
 namespace splitfed::cli {
 namespace {
@@ -45,6 +46,7 @@ void AddVersionCommand(CLI::App& app) {
                 google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION).c_str());
     std::printf("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
     std::printf("blas %s\n", LoadedBlas().c_str());
+    std::printf("codec kernels %s\n", sparse::HasVectorKernels() ? "avx2+f16c" : "portable");
     const char* spin = std::getenv("GOMP_SPINCOUNT");
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     std::printf("openmp GOMP_SPINCOUNT=%s OMP_WAIT_POLICY=%s\n", spin ? spin : "(unset)",
