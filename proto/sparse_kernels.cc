@@ -245,20 +245,23 @@ SPLITFED_AVX2_F16C void FromHalfVector(const uint16_t* h, int64_t n, float* out)
   for (; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(h[i]);
 }
 
-bool CpuHasVectorUnits() {
+#endif
+
+bool Vector(Kernels kernels) { return kernels == Kernels::kFastest && HasVectorKernels(); }
+
+}  // namespace
+
+bool HasVectorKernels() {
+#ifdef SPLITFED_X86
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   }();
   return has;
-}
 #else
-bool CpuHasVectorUnits() { return false; }
+  return false;
 #endif
-
-bool Vector(Kernels kernels) { return kernels == Kernels::kFastest && CpuHasVectorUnits(); }
-
-}  // namespace
+}
 
 int64_t CountBits(const uint8_t* mask, int64_t bytes) {
   const ByteTable& table = Table();
@@ -311,6 +314,5 @@ void FromHalf(const uint16_t* h, int64_t n, float* out, Kernels kernels) {
   for (int64_t i = 0; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(h[i]);
 }
 
-bool HasVectorKernels() { return CpuHasVectorUnits(); }
 
 }  // namespace splitfed::sparse

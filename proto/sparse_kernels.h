@@ -49,7 +49,7 @@ bool AllFinite(const float* x, int64_t n, Kernels kernels = Kernels::kFastest);
 void ToHalf(const float* x, int64_t n, uint16_t* out, Kernels kernels = Kernels::kFastest);
 void FromHalf(const uint16_t* h, int64_t n, float* out, Kernels kernels = Kernels::kFastest);
 
-// True if this CPU runs the vector versions (for the benchmark's report).
+// True if this CPU runs the vector versions (`splitfed version` and the benchmarks say so).
 bool HasVectorKernels();
 
 }  // namespace splitfed::sparse

@@ -124,17 +124,8 @@ absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1
   switch (t.scalar_type()) {
     case torch::kFloat:
       out->set_dtype(v1::DTYPE_FLOAT32);
-      if (encoding == WireEncoding::kFp16) {
-        out->set_encoding(v1::ENCODING_FP16);
-        t = t.contiguous();
-        std::string data;
-        data.resize(t.numel() * 2);
-        sparse::ToHalf(t.data_ptr<float>(), t.numel(), reinterpret_cast<uint16_t*>(data.data()));
-        out->set_data(std::move(data));
-        return absl::OkStatus();
-      } else {
-        out->set_encoding(v1::ENCODING_FP32);
-      }
+      out->set_encoding(encoding == WireEncoding::kFp16 ? v1::ENCODING_FP16
+                                                        : v1::ENCODING_FP32);
       break;
     case torch::kLong:
       out->set_dtype(v1::DTYPE_INT64);
@@ -146,7 +137,13 @@ absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1
                        ": the wire carries float32 and int64"));
   }
   t = t.contiguous();
-  out->set_data(t.data_ptr(), t.numel() * t.element_size());
+  if (out->encoding() == v1::ENCODING_FP16) {
+    std::string data(t.numel() * 2, '\0');
+    sparse::ToHalf(t.data_ptr<float>(), t.numel(), reinterpret_cast<uint16_t*>(data.data()));
+    out->set_data(std::move(data));
+  } else {
+    out->set_data(t.data_ptr(), t.numel() * t.element_size());
+  }
   return absl::OkStatus();
 }
 
