@@ -246,6 +246,10 @@ void RunStatus(const StatusFlags& f) {
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::StatusReply reply;
   const grpc::Status s = stub->Status(&context, v1::StatusRequest(), &reply);
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+    throw std::runtime_error(absl::StrCat(
+        "no coordinator answers at ", address, " (", s.error_message(),
+        "). Is it running? A finished run's rounds and metrics stay in its coordinator.db"));
   if (!s.ok())
     throw std::runtime_error(absl::StrCat("status from ", address, ": ", s.error_message()));
   if (f.json) {

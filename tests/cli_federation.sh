@@ -50,6 +50,14 @@ grep -q "run finished after 2 rounds" b.out || { echo "site b:"; cat b.out b.log
 test -f kit/coordinator/checkpoints/final.pt
 test -f kit/coordinator/coordinator.db
 
+# With the coordinator gone, status says so and where the run's history is.
+if "$splitfed" status --config kit/admin/admin.toml --coordinator "127.0.0.1:$port" \
+  > gone.out 2>&1; then
+  echo "status succeeded with no coordinator"; cat gone.out; exit 1
+fi
+grep -q "no coordinator answers at 127.0.0.1:$port" gone.out \
+  && grep -q "coordinator.db" gone.out || { echo "status without a coordinator:"; cat gone.out; exit 1; }
+
 "$splitfed" phantoms --out scans --count 3 --size 40 > /dev/null
 "$splitfed" segment --model kit/coordinator/checkpoints/final.pt --input scans --output masks
 test "$(ls masks | wc -l)" -eq 3
