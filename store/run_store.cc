@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS site_round_metrics (
   included INTEGER NOT NULL,
   train_loss REAL,
   validation_dice REAL,
+  validation_loss REAL,
   reliability REAL,
   aggregation_weight REAL,
   bytes_in INTEGER NOT NULL DEFAULT 0,
@@ -115,11 +116,23 @@ absl::StatusOr<std::unique_ptr<RunStore>> RunStore::Open(const std::string& path
   std::unique_ptr<RunStore> store(new RunStore(db, path));
   if (auto s = store->Exec(kSchema); !s.ok())
     return absl::DataLossError(absl::StrCat(path, ": not a usable run store (", s.message(), ")"));
+  if (auto s = store->AddMissingColumns(); !s.ok())
+    return absl::DataLossError(absl::StrCat(path, ": cannot upgrade the run store (", s.message(), ")"));
   return store;
 }
 
 RunStore::RunStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
 RunStore::~RunStore() { sqlite3_close(db_); }
+
+// Stores written by earlier versions lack the columns added since; SQLite adds them in place
+// (NULL for the rows already there).
+absl::Status RunStore::AddMissingColumns() {
+  Statement stmt(db_, "SELECT 1 FROM pragma_table_info('site_round_metrics') "
+                      "WHERE name = 'validation_loss'");
+  if (!stmt.ok()) return SqlError(db_, "reading the schema");
+  if (stmt.Step() == SQLITE_ROW) return absl::OkStatus();
+  return Exec("ALTER TABLE site_round_metrics ADD COLUMN validation_loss REAL");
+}
 
 absl::Status RunStore::Exec(const std::string& sql) {
   char* error = nullptr;
@@ -201,7 +214,7 @@ absl::Status RunStore::RecordSiteMetrics(const SiteRoundMetrics& m) {
   Statement stmt(db_,
                  "INSERT OR REPLACE INTO site_round_metrics (run_id, round, site, included, "
                  "train_loss, validation_dice, reliability, aggregation_weight, bytes_in, "
-                 "bytes_out, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                 "bytes_out, note, validation_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   stmt.Bind(1, m.run_id);
   stmt.Bind(2, m.round);
   stmt.Bind(3, m.site);
@@ -213,6 +226,7 @@ absl::Status RunStore::RecordSiteMetrics(const SiteRoundMetrics& m) {
   stmt.Bind(9, m.bytes_in);
   stmt.Bind(10, m.bytes_out);
   stmt.Bind(11, m.note);
+  stmt.Bind(12, m.validation_loss);
   return Run(db_, stmt, "recording site metrics");
 }
 
@@ -261,7 +275,7 @@ absl::StatusOr<std::vector<SiteRoundMetrics>> RunStore::Metrics(int64_t run_id) 
   std::lock_guard<std::mutex> lock(mutex_);
   Statement stmt(db_,
                  "SELECT run_id, round, site, included, train_loss, validation_dice, "
-                 "reliability, aggregation_weight, bytes_in, bytes_out, note "
+                 "reliability, aggregation_weight, bytes_in, bytes_out, note, validation_loss "
                  "FROM site_round_metrics WHERE run_id = ? ORDER BY round, site");
   if (!stmt.ok()) return SqlError(db_, "listing metrics");
   stmt.Bind(1, run_id);
@@ -279,6 +293,7 @@ absl::StatusOr<std::vector<SiteRoundMetrics>> RunStore::Metrics(int64_t run_id) 
     m.bytes_in = stmt.Int(8);
     m.bytes_out = stmt.Int(9);
     m.note = stmt.Text(10);
+    m.validation_loss = stmt.Real(11);
     out.push_back(std::move(m));
   }
   return out;

@@ -51,6 +51,7 @@ struct SiteRoundMetrics {
   bool included = true;  // false when the site failed or timed out and was left out
   std::optional<double> train_loss;
   std::optional<double> validation_dice;
+  std::optional<double> validation_loss;     // on the site's own validation masks
   std::optional<double> reliability;         // q_k
   std::optional<double> aggregation_weight;  // a_k
   int64_t bytes_in = 0;                      // coordinator received from the site
@@ -86,6 +87,7 @@ class RunStore {
  private:
   RunStore(sqlite3* db, std::string path);
   absl::Status Exec(const std::string& sql);
+  absl::Status AddMissingColumns();
 
   sqlite3* db_;
   std::string path_;

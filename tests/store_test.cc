@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sqlite3.h>
+
 #include "store/run_store.h"
 
 namespace splitfed {
@@ -40,6 +42,7 @@ TEST_F(RunStoreTest, RoundsSitesAndMetricsSurviveReopening) {
     m.site = "a";
     m.train_loss = 0.5;
     m.validation_dice = 0.81;
+    m.validation_loss = 0.47;
     m.aggregation_weight = 0.4;
     m.bytes_in = 1000;
     m.bytes_out = 2000;
@@ -78,6 +81,8 @@ TEST_F(RunStoreTest, RoundsSitesAndMetricsSurviveReopening) {
   const auto metrics = *store->Metrics(run);
   ASSERT_EQ(metrics.size(), 2u);
   EXPECT_DOUBLE_EQ(*metrics[0].validation_dice, 0.81);
+  EXPECT_DOUBLE_EQ(*metrics[0].validation_loss, 0.47);
+  EXPECT_FALSE(metrics[1].validation_loss.has_value());
   EXPECT_DOUBLE_EQ(*metrics[0].aggregation_weight, 0.4);
   EXPECT_FALSE(metrics[0].reliability.has_value()) << "unset values stay NULL";
   EXPECT_EQ(metrics[0].bytes_out, 2000);
@@ -97,6 +102,42 @@ TEST_F(RunStoreTest, ARetriedRoundCountsItsAttempts) {
   EXPECT_EQ(rounds[0].state, "training");
   EXPECT_TRUE(rounds[0].finished_at.empty());
   EXPECT_EQ(store->FinishRound(run, 4, "completed", "").code(), absl::StatusCode::kNotFound);
+}
+
+// A store written before site_round_metrics had validation_loss is upgraded in place: its
+// rows stay, with the new column NULL, and new rows carry the value.
+TEST_F(RunStoreTest, AnOlderStoreGainsTheValidationLossColumn) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+        "status TEXT NOT NULL DEFAULT 'running', config_json TEXT NOT NULL DEFAULT '{}', "
+        "started_at TEXT NOT NULL DEFAULT '', finished_at TEXT);"
+        "CREATE TABLE site_round_metrics (run_id INTEGER NOT NULL, round INTEGER NOT NULL, "
+        "site TEXT NOT NULL, included INTEGER NOT NULL, train_loss REAL, validation_dice REAL, "
+        "reliability REAL, aggregation_weight REAL, bytes_in INTEGER NOT NULL DEFAULT 0, "
+        "bytes_out INTEGER NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '', "
+        "PRIMARY KEY (run_id, round, site));"
+        "INSERT INTO runs (name) VALUES ('old');"
+        "INSERT INTO site_round_metrics (run_id, round, site, included, validation_dice) "
+        "VALUES (1, 1, 'a', 1, 0.5);";
+    ASSERT_EQ(sqlite3_exec(db, old_schema, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = RunStore::Open(path_.string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  SiteRoundMetrics m;
+  m.run_id = 1;
+  m.round = 2;
+  m.site = "a";
+  m.validation_loss = 0.25;
+  ASSERT_TRUE((*store)->RecordSiteMetrics(m).ok());
+  const auto metrics = *(*store)->Metrics(1);
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_DOUBLE_EQ(*metrics[0].validation_dice, 0.5);
+  EXPECT_FALSE(metrics[0].validation_loss.has_value());
+  EXPECT_DOUBLE_EQ(*metrics[1].validation_loss, 0.25);
 }
 
 TEST_F(RunStoreTest, ACorruptFileIsAClearError) {
