@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "colearning/site_objective.h"
+#include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "provision/certificates.h"
 #include "split/model_state.h"
@@ -293,7 +294,10 @@ struct SiteClient::Impl {
     TrainerOptions trainer_options;
     trainer_options.learning_rate = settings.learning_rate();
     trainer_options.batch_size = settings.batch_size();
-    const v1::SiteMethod& method = settings.method();
+    absl::StatusOr<SiteRoundMethod> decoded = DecodeSiteMethod(settings.method());
+    if (!decoded.ok()) return decoded.status();
+    const SiteRoundMethod& method = *decoded;
+    const MethodOptions& run_method = method.options;
 
     // 3. Local epochs through the coordinator's body, then validation. Methods with a
     // teacher first run it over the training images (its body on the coordinator).
@@ -315,32 +319,29 @@ struct SiteClient::Impl {
     std::unique_ptr<BatchObjective> objective;
     colearning::CoLearningObjective* colearning = nullptr;
     double teacher_loss = 0, boundary_noise = 0, reliability = 1;
-    if (method.kind() != v1::SiteMethod::PLAIN) {
+    if (run_method.UsesTeacher()) {
       SplitModel teacher = MakeSplitModel(model, cut);
-      if (auto s = LoadClientParts(UpdateTeacher(state, method.teacher_beta()), teacher); !s.ok())
+      if (auto s = LoadClientParts(UpdateTeacher(state, run_method.teacher_beta), teacher); !s.ok())
         return s;
       absl::StatusOr<colearning::TeacherOutputs> outputs =
           colearning::RunTeacher(teacher.front, teacher.back, train, body);
       if (!outputs.ok()) return fail_stream(outputs.status());
       for (double l : outputs->losses) teacher_loss += l / outputs->losses.size();
-      if (method.kind() == v1::SiteMethod::FEDA3I) {
+      if (run_method.name == "feda3i") {
         boundary_noise = colearning::BoundaryNoise(outputs->labels, train.masks,
                                                    std::max<int64_t>(1, train.images.size(2) / 32));
-      } else if (method.kind() == v1::SiteMethod::FEDNORO && method.distil()) {
+      } else if (run_method.name == "fednoro" && method.distil) {
         objective = std::make_unique<colearning::DistillationObjective>(
-            *outputs, method.distillation_weight());
-      } else if (method.kind() == v1::SiteMethod::COLEARNING) {
+            *outputs, run_method.distillation_weight);
+      } else if (run_method.name == "splitfed-cl") {
         colearning::CoLearningRound plan;
-        plan.warming_up = method.warming_up();
-        plan.refinement = method.refinement() == v1::SiteMethod::REFINE_HARD ? RefinementMode::kHard
-                          : method.refinement() == v1::SiteMethod::REFINE_OFF
-                              ? RefinementMode::kOff
-                              : RefinementMode::kSoft;
-        plan.kappa = method.kappa();
-        plan.consistency = method.consistency();
-        plan.consistency_weight = method.consistency_weight();
-        plan.learned_loss_weights = method.learned_loss_weights();
-        plan.threshold = {method.tau_min(), method.min_gap(), method.fixed_tau()};
+        plan.warming_up = method.warming_up;
+        plan.refinement = run_method.refinement;
+        plan.kappa = run_method.kappa;
+        plan.consistency = run_method.consistency;
+        plan.consistency_weight = method.consistency_weight;
+        plan.learned_loss_weights = run_method.learned_loss_weights;
+        plan.threshold = run_method.threshold;
         plan.seed = settings.shuffle_seed() ^ 0x5eedc0de;
         auto s = state.find("loss.log_variances");
         auto owned = std::make_unique<colearning::CoLearningObjective>(

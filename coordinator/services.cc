@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "splitfed/v1/federation.grpc.pb.h"
 
@@ -21,22 +22,12 @@ namespace {
 
 // The site's share of the run's method for one round.
 void WriteSiteMethod(const MethodOptions& m, const RoundTicket& ticket, v1::SiteMethod* out) {
-  if (m.name == "splitfed-cl") out->set_kind(v1::SiteMethod::COLEARNING);
-  if (m.name == "fednoro") out->set_kind(v1::SiteMethod::FEDNORO);
-  if (m.name == "feda3i") out->set_kind(v1::SiteMethod::FEDA3I);
-  out->set_warming_up(ticket.warming_up);
-  out->set_refinement(m.refinement == RefinementMode::kHard  ? v1::SiteMethod::REFINE_HARD
-                      : m.refinement == RefinementMode::kOff ? v1::SiteMethod::REFINE_OFF
-                                                             : v1::SiteMethod::REFINE_SOFT);
-  out->set_kappa(m.kappa);
-  out->set_consistency(m.consistency);
-  out->set_consistency_weight(m.ConsistencyWeight(ticket.round));
-  out->set_learned_loss_weights(m.learned_loss_weights);
-  out->set_tau_min(m.threshold.tau_min);
-  out->set_min_gap(m.threshold.min_gap);
-  out->set_fixed_tau(m.threshold.fixed_tau);
-  out->set_distil(ticket.distil);
-  out->set_distillation_weight(m.distillation_weight);
+  SiteRoundMethod method;
+  method.options = m;
+  method.warming_up = ticket.warming_up;
+  method.consistency_weight = ticket.consistency_weight;
+  method.distil = ticket.distil;
+  EncodeSiteMethod(method, out);
 }
 
 grpc::Status ToGrpc(const absl::Status& s) {
