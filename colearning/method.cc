@@ -45,6 +45,9 @@ absl::Status MethodOptions::Validate() const {
   if (!(threshold.tau_min >= 0 && threshold.tau_min <= 1))
     return absl::InvalidArgumentError("tau_min must be in [0, 1]");
   if (!(threshold.min_gap >= 0)) return absl::InvalidArgumentError("min_gap must be >= 0");
+  if (!(threshold.separation >= 0 && std::isfinite(threshold.separation)))
+    return absl::InvalidArgumentError("separation must be a finite number >= 0");
+  if (warmup_patience < 0) return absl::InvalidArgumentError("warmup_patience must be >= 0");
   if (!(distillation_weight >= 0 && distillation_weight <= 1))
     return absl::InvalidArgumentError("distillation_weight must be in [0, 1]");
   return absl::OkStatus();
@@ -63,6 +66,24 @@ double MethodOptions::ConsistencyWeight(int64_t round) const {
   if (t >= ramp_rounds) return 1.0;
   const double x = 1.0 - static_cast<double>(t) / ramp_rounds;
   return std::exp(-5.0 * x * x);
+}
+
+double WarmUpTracker::ConsistencyWeight(int64_t round) const {
+  MethodOptions effective = method_;
+  effective.warmup_rounds = end_;
+  return effective.ConsistencyWeight(round);
+}
+
+bool WarmUpTracker::Observe(int64_t round, double mean_validation_loss) {
+  if (method_.warmup_patience <= 0 || !WarmingUp(round) || round >= end_) return false;
+  if (since_best_ < 0 || mean_validation_loss < best_) {
+    best_ = mean_validation_loss;
+    since_best_ = 0;
+    return false;
+  }
+  if (++since_best_ < method_.warmup_patience) return false;
+  end_ = round;
+  return true;
 }
 
 }  // namespace splitfed

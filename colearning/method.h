@@ -29,6 +29,11 @@ struct MethodOptions {
   // FedNoRo [ours: reconstruction]
   double distillation_weight = 0.8;  // λ in (1−λ)·L_seg + λ·KL(teacher ‖ student)
 
+  // [ours] The warm-up may end early: after `warmup_patience` rounds in a row without a new
+  // lowest mean validation loss of the sites (0: it lasts warmup_rounds). The teacher then
+  // starts judging labels once it has stopped improving, not at a fixed round.
+  int64_t warmup_patience = 0;
+
   absl::Status Validate() const;
   bool UsesTeacher() const { return name != "splitfed"; }
   bool WarmingUp(int64_t round) const { return round <= warmup_rounds; }
@@ -39,6 +44,35 @@ struct MethodOptions {
   // teacher is not trusted before]: 0 during the warm-up, then with t = round − R_w,
   // w_c = exp(−5·(1 − t/T_r)²) for t < T_r and 1 after.
   double ConsistencyWeight(int64_t round) const;
+};
+
+// When a teacher method's warm-up ends: after method.warmup_rounds, or earlier once the
+// sites' mean validation loss has not reached a new low for warmup_patience rounds.
+class WarmUpTracker {
+ public:
+  explicit WarmUpTracker(const MethodOptions& method) : method_(method), end_(method.warmup_rounds) {}
+  bool WarmingUp(int64_t round) const { return method_.UsesTeacher() && round <= end_; }
+  int64_t end() const { return end_; }  // the warm-up's last round
+  // The method's consistency weight, its ramp-in counted from the warm-up's actual end.
+  double ConsistencyWeight(int64_t round) const;
+  // A completed warm-up round's mean validation loss over the included sites. Returns true
+  // when this ends the warm-up (this round is then its last).
+  bool Observe(int64_t round, double mean_validation_loss);
+
+ private:
+  MethodOptions method_;
+  int64_t end_;
+  double best_ = 0;
+  int64_t since_best_ = -1;  // -1: nothing observed yet
+};
+
+// One round's method as a site receives it (proto/method_codec.h carries it on the wire): the
+// run's options that sites use, and what the coordinator decided for this round and site.
+struct SiteRoundMethod {
+  MethodOptions options;          // warmup_rounds, ramp_rounds, warmup_patience stay at the coordinator
+  bool warming_up = false;        // every image reliable this round
+  double consistency_weight = 0;  // w_c(t)
+  bool distil = false;            // FedNoRo: this site was flagged noisy
 };
 
 const std::vector<std::string>& KnownMethodNames();

@@ -95,6 +95,24 @@ absl::StatusOr<TwoGaussians> FitTwoGaussians(const std::vector<double>& values, 
   return g;
 }
 
+const char* DetectionModeName(DetectionMode mode) {
+  return mode == DetectionMode::kRelative ? "relative" : "absolute";
+}
+
+bool ParseDetectionMode(const std::string& text, DetectionMode* mode) {
+  for (DetectionMode m : {DetectionMode::kAbsolute, DetectionMode::kRelative})
+    if (text == DetectionModeName(m)) {
+      *mode = m;
+      return true;
+    }
+  return false;
+}
+
+double AshmanD(const TwoGaussians& g) {
+  return std::sqrt(2.0) * std::abs(g.mean[1] - g.mean[0]) /
+         std::sqrt(g.variance[0] + g.variance[1]);
+}
+
 std::vector<bool> ReliableImages(const std::vector<double>& losses,
                                  const std::vector<double>& reliability,
                                  const ThresholdOptions& options) {
@@ -107,8 +125,10 @@ std::vector<bool> ReliableImages(const std::vector<double>& losses,
   if (n < 4) return out;  // too few images to tell two populations apart
   absl::StatusOr<TwoGaussians> g = FitTwoGaussians(losses);
   if (!g.ok() || g->mean[1] - g->mean[0] < options.min_gap) return out;
+  const bool relative = options.detection == DetectionMode::kRelative;
+  if (relative && AshmanD(*g) < options.separation) return out;
   for (size_t i = 0; i < n; ++i)
-    out[i] = g->PosteriorLow(losses[i]) > 0.5 && reliability[i] >= options.tau_min;
+    out[i] = g->PosteriorLow(losses[i]) > 0.5 && (relative || reliability[i] >= options.tau_min);
   return out;
 }
 

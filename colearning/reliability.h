@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,15 +31,33 @@ struct TwoGaussians {
 absl::StatusOr<TwoGaussians> FitTwoGaussians(const std::vector<double>& values,
                                              int iterations = 200);
 
+// How a site decides which masks are unreliable, given the mixture over its teacher losses.
+enum class DetectionMode {
+  // The brief's rule: the low-loss component, and r_i >= τ_min; one population when the two
+  // means are within δ.
+  kAbsolute,
+  // [ours] Only the site's own distribution counts: the low-loss component, with no τ_min, and
+  // one population unless the two components are separated (Ashman's D >= `separation`). A
+  // mediocre teacher then no longer flags every image.
+  kRelative,
+};
+const char* DetectionModeName(DetectionMode mode);  // absolute | relative
+bool ParseDetectionMode(const std::string& text, DetectionMode* mode);
+
 struct ThresholdOptions {
   double tau_min = 0.75;     // 0.80 for binary tasks
   double min_gap = 0.05;     // δ: closer means → one population, all reliable
   bool fixed_tau = false;    // ablation: reliable ⇔ r_i >= tau_min, no mixture
+  DetectionMode detection = DetectionMode::kAbsolute;
+  double separation = 2.0;   // relative detection: the least Ashman's D of two populations
 };
 
-// Which images are reliable, from their teacher losses ℓ_i and reliabilities r_i: the
-// low-loss mixture component with posterior > 0.5 and r_i >= τ_min; every image when the
-// two means are within δ (or there are fewer than 4 images to fit).
+// Ashman's D of a two-component fit: √2·|μ1 − μ0| / √(σ0² + σ1²); above 2 the two are
+// clearly apart (Ashman, Bird & Zepf, AJ 1994).
+double AshmanD(const TwoGaussians& g);
+
+// Which images are reliable, from their teacher losses ℓ_i and reliabilities r_i (see
+// DetectionMode); every image when there are fewer than 4 images to fit.
 std::vector<bool> ReliableImages(const std::vector<double>& losses,
                                  const std::vector<double>& reliability,
                                  const ThresholdOptions& options);

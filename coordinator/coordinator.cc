@@ -119,7 +119,7 @@ absl::Status RunOptions::Validate() const {
 }
 
 Coordinator::Coordinator(const RunOptions& options, RunStore* store)
-    : options_(options), store_(store) {}
+    : options_(options), store_(store), warm_up_(options.method) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
@@ -225,7 +225,8 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
     t.deadline_unix_ms = deadline_unix_ms_;
     t.shuffle_seed = options_.seed * 1000003ULL + static_cast<uint64_t>(round_);
     t.client_state = ClientStateLocked();
-    t.warming_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round_);
+    t.warming_up = warm_up_.WarmingUp(round_);
+    t.consistency_weight = warm_up_.ConsistencyWeight(round_);
     t.distil = noisy_sites_.count(site) > 0;
     return t;
   }
@@ -664,7 +665,11 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     // A teacher method's warm-up rounds weigh by image count: the teacher is not yet worth
     // judging labels by.
     static const FedAvg kFedAvg;
-    const bool warm_up = options_.method.UsesTeacher() && options_.method.WarmingUp(round);
+    bool warm_up;
+    {
+      std::lock_guard<std::mutex> relock(mutex_);
+      warm_up = warm_up_.WarmingUp(round);
+    }
     const Aggregator& rule = warm_up ? static_cast<const Aggregator&>(kFedAvg) : *aggregator_;
     absl::StatusOr<std::vector<double>> w = rule.Weights(client_updates);
     if (!w.ok()) return w.status();
@@ -684,8 +689,14 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     if (auto s = LoadState(*global_.body, *body); !s.ok()) return s;
     for (auto& [name, t] : extra_state_) t = client->at(name).clamp(-5, 5);
     // FedNoRo decides once, on the last warm-up round's reports, as the original does.
-    if (options_.method.name == "fednoro" && !noise_decided_ &&
-        round >= options_.method.warmup_rounds)
+    if (warm_up && !client_updates.empty()) {
+      double mean = 0;
+      for (const SiteUpdate& u : client_updates) mean += u.validation_loss / client_updates.size();
+      if (warm_up_.Observe(round, mean))
+        LOG(INFO) << "event=warmup_ended round=" << round << " mean_validation_loss=" << mean
+                  << " patience=" << options_.method.warmup_patience;
+    }
+    if (options_.method.name == "fednoro" && !noise_decided_ && round >= warm_up_.end())
       FlagNoisySites(client_updates, teacher_losses);
   }
   if (enough && observer_) observer_(round, global_);
@@ -711,6 +722,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
       if (p->submitted) {
         m.train_loss = p->submission.train_loss;
         m.validation_dice = p->submission.validation_dice;
+        m.validation_loss = p->submission.validation_loss;
         m.reliability = p->submission.reliability;
         if (enough) m.aggregation_weight = weights[k];
         ++k;

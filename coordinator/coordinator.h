@@ -73,6 +73,7 @@ struct RoundTicket {
   // weights as "loss.log_variances" when the method learns them.
   NamedTensors client_state;
   bool warming_up = false;  // a teacher method's warm-up round
+  double consistency_weight = 0;  // SplitFed-CL's w_c for this round
   bool distil = false;      // FedNoRo: the site was flagged noisy
 };
 
@@ -240,6 +241,7 @@ class Coordinator {
   std::mutex teacher_mutex_;
   std::set<std::string> noisy_sites_;
   bool noise_decided_ = false;
+  WarmUpTracker warm_up_;  // guarded by mutex_
   SiteUpdate client_template_;  // the global front/back's names and shapes, to check updates
 };
 

@@ -62,6 +62,56 @@ TEST(ReliableImages, OnePopulationIsAllReliable) {
   EXPECT_EQ(ReliableImages({0.1, 0.9}, {0.9, 0.9}, {}), (std::vector<bool>{true, true}));
 }
 
+TEST(ReliableImages, RelativeDetectionJudgesBySiteAloneAndNeedsTwoClearPopulations) {
+  ThresholdOptions relative;
+  relative.detection = DetectionMode::kRelative;
+  // A mediocre teacher: every image agrees with it below τ_min. The brief's rule then flags
+  // all of them; the relative rule keeps the low-loss component.
+  const std::vector<double> mediocre(8, 0.5);
+  const std::vector<bool> absolute = ReliableImages(kBimodal, mediocre, ThresholdOptions{});
+  EXPECT_EQ(std::count(absolute.begin(), absolute.end(), true), 0);
+  EXPECT_EQ(ReliableImages(kBimodal, mediocre, relative),
+            (std::vector<bool>{true, true, true, true, true, false, false, false}));
+  // One broad population whose mixture means are more than δ apart but overlap (Ashman's D
+  // below 2): nothing is flagged.
+  const std::vector<double> broad = {0.30, 0.45, 0.55, 0.60, 0.65, 0.70, 0.80, 0.95};
+  const TwoGaussians fit = *FitTwoGaussians(broad);
+  ASSERT_GT(fit.mean[1] - fit.mean[0], relative.min_gap);
+  ASSERT_LT(AshmanD(fit), 2.0);
+  const std::vector<bool> kept = ReliableImages(broad, mediocre, relative);
+  EXPECT_EQ(std::count(kept.begin(), kept.end(), true), 8);
+  EXPECT_GT(AshmanD(*FitTwoGaussians(kBimodal)), 2.0);
+}
+
+TEST(WarmUpTracker, EndsTheWarmUpWhenValidationLossStopsImproving) {
+  MethodOptions m;
+  m.name = "splitfed-cl";
+  m.warmup_rounds = 10;
+  m.warmup_patience = 2;
+  m.ramp_rounds = 4;
+  WarmUpTracker t(m);
+  EXPECT_TRUE(t.WarmingUp(1));
+  EXPECT_FALSE(t.Observe(1, 1.0));
+  EXPECT_FALSE(t.Observe(2, 0.8));   // a new low
+  EXPECT_FALSE(t.Observe(3, 0.85));  // one round without
+  EXPECT_TRUE(t.Observe(4, 0.81));   // two: round 4 is the warm-up's last
+  EXPECT_EQ(t.end(), 4);
+  EXPECT_TRUE(t.WarmingUp(4));
+  EXPECT_FALSE(t.WarmingUp(5));
+  EXPECT_DOUBLE_EQ(t.ConsistencyWeight(4), 0.0);
+  EXPECT_DOUBLE_EQ(t.ConsistencyWeight(5), std::exp(-5.0 * 0.75 * 0.75)) << "ramp from round 4";
+  EXPECT_FALSE(t.Observe(6, 0.1)) << "after the warm-up nothing changes";
+  EXPECT_EQ(t.end(), 4);
+  // Without patience it lasts warmup_rounds; a method without a teacher never warms up.
+  m.warmup_patience = 0;
+  WarmUpTracker fixed(m);
+  for (int64_t r = 1; r <= 10; ++r) EXPECT_FALSE(fixed.Observe(r, 1.0 + r));
+  EXPECT_TRUE(fixed.WarmingUp(10));
+  EXPECT_FALSE(fixed.WarmingUp(11));
+  m.name = "splitfed";
+  EXPECT_FALSE(WarmUpTracker(m).WarmingUp(1));
+}
+
 TEST(ReliableImages, FixedTauUsesOnlyTheAgreement) {
   ThresholdOptions fixed;
   fixed.fixed_tau = true;
