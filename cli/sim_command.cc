@@ -25,7 +25,7 @@ namespace splitfed::cli {
 namespace {
 
 struct SimFlags {
-  std::string config, out, seeds;
+  std::string config, out, seeds, resume, only;
   int64_t rounds = 0;
   int threads = 0;
   bool quiet = false, verbose = false;
@@ -39,10 +39,10 @@ std::string Duration(double seconds) {
 // One status line on a terminal (redrawn in place), or a line per closed round otherwise.
 class ProgressLine {
  public:
-  ProgressLine(const sim::ExperimentConfig& c, bool quiet)
+  ProgressLine(const sim::ExperimentConfig& c, size_t runs, bool quiet)
       : quiet_(quiet),
         tty_(::isatty(STDERR_FILENO)),
-        total_(static_cast<double>(sim::PlanRuns(c).size()) * c.rounds * c.sites * c.local_epochs),
+        total_(static_cast<double>(runs) * c.rounds * c.sites * c.local_epochs),
         start_(std::chrono::steady_clock::now()) {}
 
   void Report(const sim::ProgressEvent& e) {
@@ -83,8 +83,25 @@ void RunSim(const SimFlags& f) {
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = f.verbose ? 0 : 2;  // the sites' and coordinator's logs only on request
   google::InitGoogleLogging("splitfed");
-  sim::ExperimentConfig config =
-      f.config.empty() ? sim::DefaultExperiment() : Unwrap(sim::LoadExperiment(f.config));
+  if (!f.resume.empty() && (!f.config.empty() || !f.out.empty() || f.rounds > 0 || !f.seeds.empty()))
+    throw std::invalid_argument(
+        "--resume continues the experiment as its folder's config.toml describes it: "
+        "--config, --out, --rounds and --seeds cannot change it");
+  sim::RunFilter filter;
+  filter.resume = !f.resume.empty();
+  if (!f.only.empty())
+    filter.only_methods = absl::StrSplit(f.only, ',', absl::SkipWhitespace());
+  sim::ExperimentConfig config;
+  if (filter.resume) {
+    const std::filesystem::path saved = std::filesystem::path(f.resume) / "config.toml";
+    if (!std::filesystem::exists(saved))
+      throw std::invalid_argument("--resume " + f.resume +
+                                  ": no config.toml there (is it a `splitfed sim` output folder?)");
+    config = Unwrap(sim::LoadExperiment(saved.string()));
+    config.out_dir = f.resume;  // the folder, wherever it has moved since
+  } else {
+    config = f.config.empty() ? sim::DefaultExperiment() : Unwrap(sim::LoadExperiment(f.config));
+  }
   if (!f.out.empty()) config.out_dir = f.out;
   config.out_dir = std::filesystem::absolute(config.out_dir).lexically_normal().string();
   if (f.rounds > 0) config.rounds = f.rounds;
@@ -98,15 +115,21 @@ void RunSim(const SimFlags& f) {
     }
   }
   Check(sim::ValidateExperiment(config));
-  const size_t runs = sim::PlanRuns(config).size();
+  const size_t planned = sim::PlanRuns(config).size();
+  const size_t runs = Unwrap(sim::SelectRuns(config, filter)).size();
   std::fprintf(stderr, "splitfed sim: %s: %zu runs (%zu methods, %zu noise settings, %zu seeds), "
                        "%lld sites, %lld rounds; results in %s\n",
-               config.name.c_str(), runs, config.methods.size(), config.noise.size(),
+               config.name.c_str(), planned, config.methods.size(), config.noise.size(),
                config.seeds.size(), static_cast<long long>(config.sites),
                static_cast<long long>(config.rounds), config.out_dir.c_str());
+  if (runs != planned)
+    std::fprintf(stderr, "splitfed sim: running %zu of them (%s)\n", runs,
+                 filter.resume ? "the others are recorded already or left to --only"
+                               : "--only");
 
-  ProgressLine progress(config, f.quiet);
-  sim::ExperimentRunner runner(config, [&](const sim::ProgressEvent& e) { progress.Report(e); });
+  ProgressLine progress(config, runs, f.quiet);
+  sim::ExperimentRunner runner(config, [&](const sim::ProgressEvent& e) { progress.Report(e); },
+                               filter);
   bool interrupted = false;
   SignalWatch watch([&](int) {
     interrupted = true;
@@ -142,6 +165,13 @@ void AddSimCommand(CLI::App& app) {
   c->add_option("--rounds", f->rounds, "Rounds per run (overrides the file)")
       ->check(CLI::Range(1, 100000));
   c->add_option("--seeds", f->seeds, "Comma-separated seeds (override the file)");
+  c->add_option("--resume", f->resume,
+                "Continue the experiment in this output folder: the runs it records are kept "
+                "and skipped")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--only", f->only,
+                "Comma-separated methods: run only these (the folder's other records stay), e.g. "
+                "to split one experiment over several processes or sittings");
   c->add_option("--threads", f->threads, "Torch intra-op threads (0: the file's, or cores / sites)")
       ->check(CLI::Range(0, 1024));
   c->add_flag("--quiet", f->quiet, "No progress line");

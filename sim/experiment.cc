@@ -60,6 +60,13 @@ class TableReader {
     *out = v;
     return absl::OkStatus();
   }
+  absl::Status Bool(const std::string& key, bool* out) {
+    const toml::node* n = Node(key);
+    if (!n) return absl::OkStatus();
+    if (!n->is_boolean()) return Bad(source_, Key(key), "must be true or false");
+    *out = *n->value<bool>();
+    return absl::OkStatus();
+  }
   absl::Status Strings(const std::string& key, std::vector<std::string>* out) {
     const toml::node* n = Node(key);
     if (!n) return absl::OkStatus();
@@ -138,6 +145,11 @@ absl::Status ReadSiteNoise(TableReader& r, const std::string& source, SiteNoise*
   out->models = *models;
   SIM_RETURN_IF_ERROR(r.Double("image_fraction", &out->image_fraction, 0, 1));
   SIM_RETURN_IF_ERROR(r.Double("severity", &out->severity, 0, 1));
+  std::string amplitude = BoundaryAmplitudeName(out->amplitude);
+  SIM_RETURN_IF_ERROR(r.String("amplitude", &amplitude));
+  absl::StatusOr<BoundaryAmplitude> a = ParseBoundaryAmplitude(amplitude);
+  if (!a.ok()) return Bad(source, r.Key("amplitude"), std::string(a.status().message()));
+  out->amplitude = *a;
   SIM_RETURN_IF_ERROR(r.String("bias", bias_text));
   if (*bias_text != "alternate") {
     absl::StatusOr<NoiseBias> b = ParseNoiseBias(*bias_text);
@@ -250,6 +262,16 @@ const std::vector<std::string>& KnownMethods() {
   return methods;
 }
 
+RunMethod MethodOf(const std::string& method, const ExperimentConfig& config) {
+  for (const MethodVariant& v : config.variants)
+    if (v.name == method) {
+      RunMethod r = MethodOf(v.base, v.method);
+      if (!v.aggregation.empty()) r.aggregation = v.aggregation;
+      return r;
+    }
+  return MethodOf(method, config.method);
+}
+
 RunMethod MethodOf(const std::string& method, const MethodOptions& base) {
   RunMethod r{base, ""};
   r.method.name = "splitfed";  // the oracle too: FedAvg on clean labels
@@ -279,6 +301,43 @@ ExperimentConfig DefaultExperiment() {
   return c;
 }
 
+// The keys of [method], also allowed in a [[variant]]; each one left out keeps `*m`'s value.
+absl::Status ReadMethodKeys(TableReader& m, const std::string& source, MethodOptions* out) {
+  MethodOptions& o = *out;
+  SIM_RETURN_IF_ERROR(m.Int("warmup_rounds", &o.warmup_rounds, 0, 100000));
+  SIM_RETURN_IF_ERROR(m.Int("warmup_patience", &o.warmup_patience, 0, 100000));
+  SIM_RETURN_IF_ERROR(m.Double("teacher_beta", &o.teacher_beta, 0, 0.999));
+  SIM_RETURN_IF_ERROR(m.Int("ramp_rounds", &o.ramp_rounds, 0, 100000));
+  SIM_RETURN_IF_ERROR(m.Double("tau_min", &o.threshold.tau_min, 0, 1));
+  SIM_RETURN_IF_ERROR(m.Double("min_gap", &o.threshold.min_gap, 0, 1e6));
+  SIM_RETURN_IF_ERROR(m.Double("separation", &o.threshold.separation, 0, 1e6));
+  std::string detection = colearning::DetectionModeName(o.threshold.detection);
+  SIM_RETURN_IF_ERROR(m.String("detection", &detection));
+  if (!colearning::ParseDetectionMode(detection, &o.threshold.detection))
+    return Bad(source, m.Key("detection"),
+               absl::StrCat("must be absolute or relative, got '", detection, "'"));
+  std::string threshold = o.threshold.fixed_tau ? "fixed" : "mixture";
+  SIM_RETURN_IF_ERROR(m.String("threshold", &threshold));
+  if (threshold != "fixed" && threshold != "mixture")
+    return Bad(source, m.Key("threshold"),
+               absl::StrCat("must be mixture or fixed, got '", threshold, "'"));
+  o.threshold.fixed_tau = threshold == "fixed";
+  SIM_RETURN_IF_ERROR(m.Double("kappa", &o.kappa, 0.01, 1));
+  std::string refinement = RefinementName(o.refinement);
+  SIM_RETURN_IF_ERROR(m.String("refinement", &refinement));
+  if (auto st = ParseRefinement(refinement, &o.refinement); !st.ok())
+    return Bad(source, m.Key("refinement"), std::string(st.message()));
+  SIM_RETURN_IF_ERROR(m.Bool("consistency", &o.consistency));
+  std::string weights = o.learned_loss_weights ? "learned" : "fixed";
+  SIM_RETURN_IF_ERROR(m.String("loss_weights", &weights));
+  if (weights != "learned" && weights != "fixed")
+    return Bad(source, m.Key("loss_weights"),
+               absl::StrCat("must be learned or fixed, got '", weights, "'"));
+  o.learned_loss_weights = weights == "learned";
+  SIM_RETURN_IF_ERROR(m.Double("distillation_weight", &o.distillation_weight, 0, 1));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
                                                  const std::string& source,
                                                  const std::string& base_folder) {
@@ -305,7 +364,8 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   SIM_RETURN_IF_ERROR(top.String("name", &c.name));
   SIM_RETURN_IF_ERROR(top.String("out", &c.out_dir));
   c.out_dir = path(c.out_dir);
-  for (const char* t : {"data", "partition", "federation", "experiment", "method", "noise"})
+  for (const char* t :
+       {"data", "partition", "federation", "experiment", "method", "variant", "noise"})
     top.Node(t);
   SIM_RETURN_IF_ERROR(top.RejectUnknown());
 
@@ -373,18 +433,28 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   absl::StatusOr<const toml::table*> method = sub("method");
   if (!method.ok()) return method.status();
   TableReader m(*method, source, "method");
-  SIM_RETURN_IF_ERROR(m.Int("warmup_rounds", &c.method.warmup_rounds, 0, 100000));
-  SIM_RETURN_IF_ERROR(m.Double("teacher_beta", &c.method.teacher_beta, 0, 0.999));
-  SIM_RETURN_IF_ERROR(m.Int("ramp_rounds", &c.method.ramp_rounds, 0, 100000));
-  SIM_RETURN_IF_ERROR(m.Double("tau_min", &c.method.threshold.tau_min, 0, 1));
-  SIM_RETURN_IF_ERROR(m.Double("min_gap", &c.method.threshold.min_gap, 0, 1e6));
-  SIM_RETURN_IF_ERROR(m.Double("kappa", &c.method.kappa, 0.01, 1));
-  std::string refinement = RefinementName(c.method.refinement);
-  SIM_RETURN_IF_ERROR(m.String("refinement", &refinement));
-  if (auto st = ParseRefinement(refinement, &c.method.refinement); !st.ok())
-    return Bad(source, "method.refinement", std::string(st.message()));
-  SIM_RETURN_IF_ERROR(m.Double("distillation_weight", &c.method.distillation_weight, 0, 1));
+  SIM_RETURN_IF_ERROR(ReadMethodKeys(m, source, &c.method));
   SIM_RETURN_IF_ERROR(m.RejectUnknown());
+
+  // Variants: a base method with some [method] keys changed, run under a name of their own.
+  if (const toml::node* n = doc.get("variant")) {
+    const toml::array* list = n->as_array();
+    if (!list) return Bad(source, "variant", "must be [[variant]] tables");
+    for (size_t i = 0; i < list->size(); ++i) {
+      const toml::table* t = (*list)[i].as_table();
+      const std::string where = absl::StrCat("variant[", i, "]");
+      if (!t) return Bad(source, where, "must be a table");
+      TableReader v(t, source, where);
+      MethodVariant variant;
+      variant.method = c.method;
+      SIM_RETURN_IF_ERROR(v.String("name", &variant.name));
+      SIM_RETURN_IF_ERROR(v.String("base", &variant.base));
+      SIM_RETURN_IF_ERROR(v.String("aggregation", &variant.aggregation));
+      SIM_RETURN_IF_ERROR(ReadMethodKeys(v, source, &variant.method));
+      SIM_RETURN_IF_ERROR(v.RejectUnknown());
+      c.variants.push_back(variant);
+    }
+  }
 
   if (const toml::node* n = doc.get("noise")) {
     const toml::array* list = n->as_array();
@@ -419,10 +489,31 @@ absl::Status ValidateExperiment(const ExperimentConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(key, ": ", what));
   };
   if (c.methods.empty()) return bad("experiment.methods", "name at least one method");
+  auto known = [](const std::string& m) {
+    return std::find(KnownMethods().begin(), KnownMethods().end(), m) != KnownMethods().end();
+  };
+  std::set<std::string> variant_names;
+  for (size_t i = 0; i < c.variants.size(); ++i) {
+    const MethodVariant& v = c.variants[i];
+    const std::string where = absl::StrCat("variant[", i, "]");
+    if (v.name.empty()) return bad(where + ".name", "a variant needs a name");
+    if (known(v.name) || !variant_names.insert(v.name).second)
+      return bad(where + ".name", absl::StrCat("'", v.name, "' is already a method's name"));
+    if (!known(v.base) || v.base == "oracle")
+      return bad(where + ".base", absl::StrCat("'", v.base, "' is not a method a variant can build on (known: ",
+                                                absl::StrJoin(KnownMethods(), ", "), ")"));
+    if (auto s = v.method.Validate(); !s.ok()) return bad(where, std::string(s.message()));
+    static const std::set<std::string> rules = {"fedavg", "reliability", "quality", "median",
+                                                "trimmed-mean", "distance", "layerwise-quality"};
+    if (!v.aggregation.empty() && !rules.count(v.aggregation))
+      return bad(where + ".aggregation", absl::StrCat("unknown rule '", v.aggregation, "' (known: ",
+                                                       absl::StrJoin(rules, ", "), ")"));
+  }
   for (const std::string& m : c.methods)
-    if (std::find(KnownMethods().begin(), KnownMethods().end(), m) == KnownMethods().end())
+    if (!known(m) && !variant_names.count(m))
       return bad("experiment.methods", absl::StrCat("unknown method '", m, "' (known: ",
-                                                    absl::StrJoin(KnownMethods(), ", "), ")"));
+                                                    absl::StrJoin(KnownMethods(), ", "),
+                                                    ", or a [[variant]]'s name)"));
   if (c.seeds.empty()) return bad("experiment.seeds", "name at least one seed");
   if (c.mode != "sflv1" && c.mode != "sflv2")
     return bad("federation.mode", absl::StrCat("must be sflv1 or sflv2, got '", c.mode, "'"));
@@ -478,6 +569,21 @@ absl::Status ValidateExperiment(const ExperimentConfig& c) {
   return absl::OkStatus();
 }
 
+std::string MethodKeysToml(const MethodOptions& m) {
+  std::ostringstream o;
+  o << "warmup_rounds = " << m.warmup_rounds << "\nwarmup_patience = " << m.warmup_patience
+    << "\nteacher_beta = " << m.teacher_beta << "\nramp_rounds = " << m.ramp_rounds
+    << "\ndetection = " << Quoted(colearning::DetectionModeName(m.threshold.detection))
+    << "\nthreshold = " << Quoted(m.threshold.fixed_tau ? "fixed" : "mixture")
+    << "\ntau_min = " << m.threshold.tau_min << "\nmin_gap = " << m.threshold.min_gap
+    << "\nseparation = " << m.threshold.separation << "\nkappa = " << m.kappa
+    << "\nrefinement = " << Quoted(RefinementName(m.refinement))
+    << "\nconsistency = " << (m.consistency ? "true" : "false")
+    << "\nloss_weights = " << Quoted(m.learned_loss_weights ? "learned" : "fixed")
+    << "\ndistillation_weight = " << m.distillation_weight << "\n";
+  return o.str();
+}
+
 std::string ExperimentToToml(const ExperimentConfig& c) {
   std::ostringstream o;
   o << "# The resolved experiment: every value explicit. `splitfed sim --config` reads it.\n";
@@ -501,17 +607,19 @@ std::string ExperimentToToml(const ExperimentConfig& c) {
   for (uint64_t s : c.seeds) seeds.push_back(std::to_string(s));
   o << "methods = " << QuotedList(c.methods) << "\nseeds = [" << absl::StrJoin(seeds, ", ")
     << "]\n\n[method]\n";
-  o << "warmup_rounds = " << c.method.warmup_rounds << "\nteacher_beta = " << c.method.teacher_beta
-    << "\nramp_rounds = " << c.method.ramp_rounds << "\ntau_min = " << c.method.threshold.tau_min
-    << "\nmin_gap = " << c.method.threshold.min_gap << "\nkappa = " << c.method.kappa
-    << "\nrefinement = " << Quoted(RefinementName(c.method.refinement))
-    << "\ndistillation_weight = " << c.method.distillation_weight << "\n";
+  o << MethodKeysToml(c.method);
+  for (const MethodVariant& v : c.variants) {
+    o << "\n[[variant]]\nname = " << Quoted(v.name) << "\nbase = " << Quoted(v.base) << "\n";
+    if (!v.aggregation.empty()) o << "aggregation = " << Quoted(v.aggregation) << "\n";
+    o << MethodKeysToml(v.method);
+  }
   for (const NoiseSetting& n : c.noise) {
     o << "\n[[noise]]\nname = " << Quoted(n.name) << "\nsite = [\n";
     for (const SiteNoise& s : n.sites)
       o << "  { model = " << Quoted(ModelsText(s.models)) << ", image_fraction = "
         << s.image_fraction << ", severity = " << s.severity
-        << ", bias = " << Quoted(NoiseBiasName(s.bias)) << " },\n";
+        << ", bias = " << Quoted(NoiseBiasName(s.bias))
+        << ", amplitude = " << Quoted(BoundaryAmplitudeName(s.amplitude)) << " },\n";
     o << "]\n";
   }
   return o.str();

@@ -29,6 +29,7 @@ struct SiteNoise {
   double image_fraction = 0;       // share of the site's images that are corrupted
   double severity = 1.0;
   NoiseBias bias = NoiseBias::kMixed;
+  BoundaryAmplitude amplitude = BoundaryAmplitude::kRelative;  // the boundary model's
 
   bool clean() const { return models.empty() || image_fraction <= 0; }
   std::string Describe() const;  // e.g. "boundary 80% sev 1 expand", "clean"
@@ -38,6 +39,14 @@ struct SiteNoise {
 struct NoiseSetting {
   std::string name;
   std::vector<SiteNoise> sites;
+};
+
+// A method under a name of its own: a known method (`base`) with some [method] keys changed,
+// and optionally another aggregation rule. Experiments compare options this way.
+struct MethodVariant {
+  std::string name, base;
+  MethodOptions method;
+  std::string aggregation;  // empty: the base method's rule
 };
 
 struct ExperimentConfig {
@@ -85,6 +94,7 @@ struct ExperimentConfig {
   // [method]: the settings the teacher methods share (warm-up, teacher β, ramp-in, τ_min, δ,
   // κ, FedNoRo's distillation weight); each method then sets its own switches.
   MethodOptions method;
+  std::vector<MethodVariant> variants;  // [[variant]] tables
 
   std::vector<std::string> SiteNames() const;  // site-1, site-2, ...
 };
@@ -102,6 +112,8 @@ struct RunMethod {
   std::string aggregation;
 };
 RunMethod MethodOf(const std::string& method, const MethodOptions& base);
+// The same, also for the experiment's variants (which start from their own options).
+RunMethod MethodOf(const std::string& method, const ExperimentConfig& config);
 
 // The built-in experiment (about 3 minutes on 2 cores): phantoms at 64², 4 sites of 48
 // images, 2 of which have 80 % of their masks dilated; 20 rounds × 2 local epochs; FedAvg

@@ -131,6 +131,21 @@ LabelMask Morph(const LabelMask& m, double offset) {
   return out;
 }
 
+}  // namespace
+
+absl::StatusOr<BoundaryAmplitude> ParseBoundaryAmplitude(const std::string& name) {
+  if (name == "relative") return BoundaryAmplitude::kRelative;
+  if (name == "pixels") return BoundaryAmplitude::kPixels;
+  return absl::InvalidArgumentError(
+      absl::StrCat("boundary amplitude must be relative or pixels, got '", name, "'"));
+}
+
+const char* BoundaryAmplitudeName(BoundaryAmplitude amplitude) {
+  return amplitude == BoundaryAmplitude::kPixels ? "pixels" : "relative";
+}
+
+namespace {
+
 LabelMask Boundary(const LabelMask& m, const NoiseParams& p, std::mt19937_64& rng) {
   const double s = Scale(m);
   LabelMask out = m;
@@ -140,7 +155,13 @@ LabelMask Boundary(const LabelMask& m, const NoiseParams& p, std::mt19937_64& rn
   const double field_sigma = std::max(1.5, 0.06 * std::min(m.height, m.width));
   for (const Component& c : FindComponents(m)) {
     const double d = MeasureDifficulty(c, m.height, m.width).difficulty;
-    const double amplitude = (2 + (12 - 2) * d) * s * std::clamp(p.severity, 0.0, 1.0);
+    const double severity = std::clamp(p.severity, 0.0, 1.0);
+    const double radius = std::sqrt(static_cast<double>(c.pixels.size()) / M_PI);
+    const double amplitude =
+        p.amplitude == BoundaryAmplitude::kRelative
+            ? (kRelativeAmplitudeLo + (kRelativeAmplitudeHi - kRelativeAmplitudeLo) * d) * radius *
+                  severity
+            : (2 + (12 - 2) * d) * s * severity;
     const double bias = sign * Uniform(rng, 0, 0.5 * amplitude);
     std::vector<double> offset = SmoothNoise(m.height, m.width, field_sigma, rng);
     for (double& v : offset) v = amplitude * v + bias;

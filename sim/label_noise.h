@@ -42,12 +42,22 @@ enum class NoiseBias { kMixed, kShrink, kExpand };
 absl::StatusOr<NoiseBias> ParseNoiseBias(const std::string& name);
 const char* NoiseBiasName(NoiseBias bias);
 
+enum class BoundaryAmplitude { kRelative, kPixels };
+absl::StatusOr<BoundaryAmplitude> ParseBoundaryAmplitude(const std::string& name);
+const char* BoundaryAmplitudeName(BoundaryAmplitude amplitude);  // relative | pixels
+// Relative amplitude: A_d = severity·(kLo + (kHi − kLo)·d)·√(A/π) for difficulty d.
+constexpr double kRelativeAmplitudeLo = 0.6, kRelativeAmplitudeHi = 1.2;
+
 struct NoiseParams {
   // 0..1: how much of each model's range (ALGORITHM.md §7, given for 256² images and scaled
   // to the mask's size) is used. 1 = the whole range.
   double severity = 1.0;
   NoiseBias bias = NoiseBias::kMixed;  // used by the boundary model
   int64_t num_classes = 2;             // class confusion needs at least 3
+  // The boundary model's amplitude: a share of each structure's equivalent radius √(A/π)
+  // (relative, [ours]: the same damage at every image size), or the recipe's 2–12 px at 256²
+  // scaled to the image (pixels: at 64² and below it barely changes a mask).
+  BoundaryAmplitude amplitude = BoundaryAmplitude::kRelative;
 };
 
 // Returns a corrupted copy of `clean`: same size, labels in [0, num_classes). Deterministic

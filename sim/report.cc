@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +68,83 @@ nlohmann::json ScoresJson(const Scores& s) {
   return {{"dice", s.dice}, {"iou", s.iou}, {"hd95", s.hd95}, {"dice_per_class", s.dice_per_class}};
 }
 
+Scores ScoresFromJson(const nlohmann::json& j) {
+  Scores s;
+  s.dice = j.at("dice").get<double>();
+  s.iou = j.at("iou").get<double>();
+  s.hd95 = j.at("hd95").get<double>();
+  s.dice_per_class = j.at("dice_per_class").get<std::vector<double>>();
+  return s;
+}
+
+nlohmann::json RunJson(const RunResult& r) {
+  nlohmann::json rounds = nlohmann::json::array();
+  for (const RoundResult& round : r.rounds) {
+    nlohmann::json sites = nlohmann::json::array();
+    for (const SiteRoundResult& s : round.sites)
+      sites.push_back({{"site", s.site},
+                       {"included", s.included},
+                       {"train_loss", s.train_loss},
+                       {"validation_dice", s.validation_dice},
+                       {"validation_loss", s.validation_loss},
+                       {"aggregation_weight", s.aggregation_weight},
+                       {"reliability", s.reliability},
+                       {"bytes_in", s.bytes_in},
+                       {"bytes_out", s.bytes_out},
+                       {"flagged", s.flagged},
+                       {"detection_precision", s.detection_precision},
+                       {"detection_recall", s.detection_recall}});
+    rounds.push_back({{"round", round.round}, {"test", ScoresJson(round.test)}, {"sites", sites}});
+  }
+  return {{"method", r.method},
+          {"noise", r.noise},
+          {"seed", r.seed},
+          {"seconds", r.seconds},
+          {"images_trained", r.images_trained},
+          {"model_path", r.model_path},
+          {"final_test", ScoresJson(r.final_test)},
+          {"selected_round", r.selected_round},
+          {"selected_test", ScoresJson(r.selected_test)},
+          {"rounds", rounds}};
+}
+
+RunResult RunFromJson(const nlohmann::json& j) {
+  RunResult r;
+  r.method = j.at("method").get<std::string>();
+  r.noise = j.at("noise").get<std::string>();
+  r.seed = j.at("seed").get<uint64_t>();
+  r.seconds = j.at("seconds").get<double>();
+  r.images_trained = j.at("images_trained").get<int64_t>();
+  r.model_path = j.at("model_path").get<std::string>();
+  r.final_test = ScoresFromJson(j.at("final_test"));
+  r.selected_round = j.at("selected_round").get<int64_t>();
+  r.selected_test = ScoresFromJson(j.at("selected_test"));
+  for (const nlohmann::json& jr : j.at("rounds")) {
+    RoundResult round;
+    round.round = jr.at("round").get<int64_t>();
+    round.test = ScoresFromJson(jr.at("test"));
+    for (const nlohmann::json& js : jr.at("sites")) {
+      SiteRoundResult s;
+      s.site = js.at("site").get<std::string>();
+      s.included = js.at("included").get<bool>();
+      s.train_loss = js.at("train_loss").get<double>();
+      s.validation_dice = js.at("validation_dice").get<double>();
+      s.validation_loss = js.at("validation_loss").get<double>();
+      s.aggregation_weight = js.at("aggregation_weight").get<double>();
+      s.reliability = js.at("reliability").get<double>();
+      s.bytes_in = js.at("bytes_in").get<int64_t>();
+      s.bytes_out = js.at("bytes_out").get<int64_t>();
+      s.flagged = js.at("flagged").get<int64_t>();
+      s.detection_precision = js.at("detection_precision").get<double>();
+      s.detection_recall = js.at("detection_recall").get<double>();
+      round.sites.push_back(std::move(s));
+    }
+    r.rounds.push_back(std::move(round));
+  }
+  r.finished = true;
+  return r;
+}
+
 }  // namespace
 
 std::string RunSlug(const std::string& method, const std::string& noise) {
@@ -89,17 +167,28 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
     if (!groups.count(key)) order.push_back(key);
     groups[key].push_back(&r);
   }
-  std::map<uint64_t, double> oracle_by_seed;
+  std::map<uint64_t, double> oracle_by_seed, oracle_selected_by_seed;
   for (const RunResult& r : runs)
-    if (r.method == "oracle") oracle_by_seed[r.seed] = r.final_test.dice;
+    if (r.method == "oracle") {
+      oracle_by_seed[r.seed] = r.final_test.dice;
+      oracle_selected_by_seed[r.seed] = r.selected_test.dice;
+    }
   for (const auto& key : order) {
     SummaryRow row;
     row.method = key.first;
     row.noise = key.second;
-    std::vector<double> dice, iou, hd95, deltas;
+    std::vector<double> dice, iou, hd95, deltas, selected, selected_deltas, precision, recall;
     std::vector<std::vector<double>> per_class;
     for (const RunResult* r : groups[key]) {
       row.seeds.push_back(r->seed);
+      selected.push_back(r->selected_test.dice);
+      if (oracle_by_seed.count(r->seed))
+        selected_deltas.push_back(r->selected_test.dice - oracle_selected_by_seed[r->seed]);
+      for (const RoundResult& round : r->rounds)
+        for (const SiteRoundResult& site : round.sites) {
+          if (site.detection_precision >= 0) precision.push_back(site.detection_precision);
+          if (site.detection_recall >= 0) recall.push_back(site.detection_recall);
+        }
       dice.push_back(r->final_test.dice);
       iou.push_back(r->final_test.iou);
       hd95.push_back(r->final_test.hd95);
@@ -119,10 +208,15 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
     }
     // Paired by seed: only seeds that also have an oracle run count.
     row.has_delta = deltas.size() == dice.size() && !deltas.empty();
+    MeanStd(selected, &row.selected_dice_mean, &row.selected_dice_std);
     if (row.has_delta) {
       double s;
       MeanStd(deltas, &row.delta_dice, &s);
+      MeanStd(selected_deltas, &row.selected_delta_dice, &s);
     }
+    double unused;
+    if (!precision.empty()) MeanStd(precision, &row.detection_precision, &unused);
+    if (!recall.empty()) MeanStd(recall, &row.detection_recall, &unused);
     rows.push_back(row);
   }
   return rows;
@@ -188,7 +282,8 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
   std::string rounds_csv = "method,noise,seed,round,test_dice,test_iou,test_hd95\n";
   std::string sites_csv =
       "method,noise,seed,round,site,included,train_loss,validation_dice,aggregation_weight,"
-      "reliability,bytes_in,bytes_out,flagged,detection_precision,detection_recall\n";
+      "reliability,bytes_in,bytes_out,flagged,detection_precision,detection_recall,"
+      "validation_loss\n";
   std::string rounds_jsonl, sites_jsonl;
   for (const RunResult& r : runs)
     for (const RoundResult& round : r.rounds) {
@@ -199,11 +294,13 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                              {"round", round.round}, {"test", ScoresJson(round.test)}};
       rounds_jsonl += line.dump() + "\n";
       for (const SiteRoundResult& s : round.sites) {
-        absl::StrAppendFormat(&sites_csv, "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%.4f,%.4f\n",
+        absl::StrAppendFormat(&sites_csv,
+                              "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%.4f,%.4f,%.6f\n",
                               Csv(r.method), Csv(r.noise), r.seed, round.round, Csv(s.site),
                               s.included ? 1 : 0, s.train_loss, s.validation_dice,
                               s.aggregation_weight, s.reliability, s.bytes_in, s.bytes_out,
-                              s.flagged, s.detection_precision, s.detection_recall);
+                              s.flagged, s.detection_precision, s.detection_recall,
+                              s.validation_loss);
         nlohmann::json site = {{"method", r.method},
                                {"noise", r.noise},
                                {"seed", r.seed},
@@ -212,6 +309,7 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                                {"included", s.included},
                                {"train_loss", s.train_loss},
                                {"validation_dice", s.validation_dice},
+                               {"validation_loss", s.validation_loss},
                                {"aggregation_weight", s.aggregation_weight},
                                {"reliability", s.reliability},
                                {"bytes_in", s.bytes_in},
@@ -224,13 +322,13 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
     }
   std::string runs_csv =
       "method,noise,seed,rounds,seconds,images_trained,images_per_second,test_dice,test_iou,"
-      "test_hd95,model\n";
+      "test_hd95,model,selected_round,selected_test_dice\n";
   for (const RunResult& r : runs)
-    absl::StrAppendFormat(&runs_csv, "%s,%s,%d,%d,%.3f,%d,%.2f,%.6f,%.6f,%.4f,%s\n",
+    absl::StrAppendFormat(&runs_csv, "%s,%s,%d,%d,%.3f,%d,%.2f,%.6f,%.6f,%.4f,%s,%d,%.6f\n",
                           Csv(r.method), Csv(r.noise), r.seed, r.rounds.size(), r.seconds,
                           r.images_trained, r.seconds > 0 ? r.images_trained / r.seconds : 0.0,
                           r.final_test.dice, r.final_test.iou, r.final_test.hd95,
-                          Csv(r.model_path));
+                          Csv(r.model_path), r.selected_round, r.selected_test.dice);
   for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
            {"runs.csv", runs_csv},
            {"rounds.csv", rounds_csv},
@@ -244,9 +342,13 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
   nlohmann::json summary = nlohmann::json::array();
   std::string md = absl::StrCat(
       "# ", config.name, "\n\nFinal-round scores on the clean test set, mean ± std over seeds. "
-      "ΔDice is against the clean oracle with the same seeds (Dice points ×100).\n\n"
-      "| method | noise | seeds | Dice | IoU | HD95 (px) | ΔDice |\n"
-      "|---|---|---|---|---|---|---|\n");
+      "ΔDice is against the clean oracle with the same seeds (Dice points ×100). "
+      "\"Selected\" is the test Dice at the round with the lowest mean validation loss of the "
+      "sites (on their own masks), as a consortium without test labels would pick it. "
+      "Detection: precision / recall of SplitFed-CL's flags against the corrupted masks.\n\n"
+      "| method | noise | seeds | Dice | IoU | HD95 (px) | ΔDice | Dice (selected) | "
+      "ΔDice (selected) | detection P / R |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const SummaryRow& row : rows) {
     nlohmann::json j = {{"method", row.method},       {"noise", row.noise},
                         {"seeds", row.seeds},         {"dice_mean", row.dice_mean},
@@ -254,11 +356,29 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                         {"iou_std", row.iou_std},     {"hd95_mean", row.hd95_mean},
                         {"hd95_std", row.hd95_std},   {"dice_per_class_mean", row.dice_per_class_mean}};
     j["delta_dice"] = row.has_delta ? nlohmann::json(row.delta_dice) : nlohmann::json(nullptr);
+    j["selected_dice_mean"] = row.selected_dice_mean;
+    j["selected_dice_std"] = row.selected_dice_std;
+    j["selected_delta_dice"] =
+        row.has_delta ? nlohmann::json(row.selected_delta_dice) : nlohmann::json(nullptr);
+    auto maybe = [](double v) { return v >= 0 ? nlohmann::json(v) : nlohmann::json(nullptr); };
+    j["detection_precision"] = maybe(row.detection_precision);
+    j["detection_recall"] = maybe(row.detection_recall);
     summary.push_back(j);
-    absl::StrAppendFormat(&md, "| %s | %s | %s | %.3f ± %.3f | %.3f ± %.3f | %.2f ± %.2f | %s |\n",
-                          row.method, row.noise, absl::StrJoin(row.seeds, ","), row.dice_mean,
-                          row.dice_std, row.iou_mean, row.iou_std, row.hd95_mean, row.hd95_std,
-                          row.has_delta ? absl::StrFormat("%+.1f", 100 * row.delta_dice) : "–");
+    const std::string detection =
+        row.detection_precision < 0 && row.detection_recall < 0
+            ? "–"
+            : absl::StrFormat("%s / %s",
+                              row.detection_precision < 0
+                                  ? "–" : absl::StrFormat("%.2f", row.detection_precision),
+                              row.detection_recall < 0
+                                  ? "–" : absl::StrFormat("%.2f", row.detection_recall));
+    absl::StrAppendFormat(
+        &md, "| %s | %s | %s | %.3f ± %.3f | %.3f ± %.3f | %.2f ± %.2f | %s | %.3f ± %.3f | %s | %s |\n",
+        row.method, row.noise, absl::StrJoin(row.seeds, ","), row.dice_mean, row.dice_std,
+        row.iou_mean, row.iou_std, row.hd95_mean, row.hd95_std,
+        row.has_delta ? absl::StrFormat("%+.1f", 100 * row.delta_dice) : "–",
+        row.selected_dice_mean, row.selected_dice_std,
+        row.has_delta ? absl::StrFormat("%+.1f", 100 * row.selected_delta_dice) : "–", detection);
   }
   if (auto s = WriteFile(out / "summary.json", summary.dump(2) + "\n"); !s.ok()) return s;
   if (auto s = WriteFile(out / "summary.md", md); !s.ok()) return s;
@@ -372,6 +492,46 @@ absl::Status WriteNoisePreviews(const ExperimentConfig& config, const NoiseSetti
       return s;
   }
   return absl::OkStatus();
+}
+
+std::string RunFileName(const RunResult& run) {
+  return absl::StrCat(RunSlug(run.method, run.noise), "-seed", run.seed, ".json");
+}
+
+absl::Status SaveRun(const ExperimentConfig& config, const RunResult& run) {
+  return WriteFile(fs::path(config.out_dir) / "runs" / RunFileName(run), RunJson(run).dump() + "\n");
+}
+
+absl::StatusOr<std::vector<RunResult>> LoadRuns(const ExperimentConfig& config) {
+  const fs::path folder = fs::path(config.out_dir) / "runs";
+  std::vector<RunResult> loaded;
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) return loaded;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(folder, ec))
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) {
+    std::ifstream in(file);
+    try {
+      loaded.push_back(RunFromJson(nlohmann::json::parse(in)));
+    } catch (const std::exception& e) {
+      return absl::DataLossError(absl::StrCat(file.string(), ": not a run record (", e.what(),
+                                              "); remove it to run that run again"));
+    }
+  }
+  // The plan's order, so that tables read the same however the runs were split.
+  std::map<std::string, size_t> position;
+  const std::vector<PlannedRun> plan = PlanRuns(config);
+  for (size_t i = 0; i < plan.size(); ++i)
+    position[absl::StrCat(plan[i].method, "\n", plan[i].noise_name, "\n", plan[i].seed)] = i;
+  auto rank = [&](const RunResult& r) {
+    auto it = position.find(absl::StrCat(r.method, "\n", r.noise, "\n", r.seed));
+    return it == position.end() ? plan.size() : it->second;
+  };
+  std::stable_sort(loaded.begin(), loaded.end(),
+                   [&](const RunResult& a, const RunResult& b) { return rank(a) < rank(b); });
+  return loaded;
 }
 
 }  // namespace splitfed::sim

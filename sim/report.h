@@ -23,8 +23,21 @@ struct SummaryRow {
   std::vector<double> dice_per_class_mean;
   bool has_delta = false;  // an oracle run exists to compare with
   double delta_dice = 0;   // dice_mean − the oracle's dice_mean (same seeds)
+  // At the round chosen by the sites' validation loss (RunResult::selected_round).
+  double selected_dice_mean = 0, selected_dice_std = 0, selected_delta_dice = 0;
+  // SplitFed-CL's flags against the corrupted images, averaged over the site-rounds where
+  // each is defined (−1: none).
+  double detection_precision = -1, detection_recall = -1;
 };
 std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs);
+
+// Each finished run is kept whole in runs/<method>-<noise>-seed<N>.json, so that an experiment
+// can be resumed, or split over several processes, and its tables rebuilt from the folder.
+std::string RunFileName(const RunResult& run);
+absl::Status SaveRun(const ExperimentConfig& config, const RunResult& run);
+// Every run recorded in `out_dir`/runs, in the order of the experiment's plan (runs the plan
+// does not name come last). A file that cannot be read is an error naming it.
+absl::StatusOr<std::vector<RunResult>> LoadRuns(const ExperimentConfig& config);
 
 // (Re)writes runs.csv (time, images/s, final scores per run), rounds.csv, rounds.jsonl, site_rounds.csv, site_rounds.jsonl, summary.json,
 // summary.md and plots/*.svg from every finished run.

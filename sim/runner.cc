@@ -6,11 +6,14 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <limits>
+#include <set>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/site_client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
@@ -52,9 +55,50 @@ std::vector<PlannedRun> PlanRuns(const ExperimentConfig& config) {
   return plan;
 }
 
+void SelectRoundByValidationLoss(RunResult& run) {
+  if (run.rounds.empty()) return;
+  const RoundResult* best = &run.rounds.back();
+  double best_loss = std::numeric_limits<double>::infinity();
+  for (const RoundResult& round : run.rounds) {
+    double sum = 0;
+    int64_t count = 0;
+    for (const SiteRoundResult& s : round.sites)
+      if (s.included && s.validation_loss >= 0) sum += s.validation_loss, ++count;
+    // Ties keep the earlier round: no later round is better on the sites' evidence.
+    if (count > 0 && sum / count < best_loss) best_loss = sum / count, best = &round;
+  }
+  run.selected_round = best->round;
+  run.selected_test = best->test;
+}
+
+absl::StatusOr<std::vector<PlannedRun>> SelectRuns(const ExperimentConfig& config,
+                                                   const RunFilter& filter) {
+  for (const std::string& m : filter.only_methods)
+    if (std::find(config.methods.begin(), config.methods.end(), m) == config.methods.end())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--only: '", m, "' is not one of the experiment's methods (", absl::StrJoin(config.methods, ", "), ")"));
+  std::set<std::string> done;
+  if (filter.resume) {
+    absl::StatusOr<std::vector<RunResult>> previous = LoadRuns(config);
+    if (!previous.ok()) return previous.status();
+    for (const RunResult& r : *previous) done.insert(RunFileName(r));
+  }
+  std::vector<PlannedRun> plan;
+  for (const PlannedRun& run : PlanRuns(config)) {
+    const auto& only = filter.only_methods;
+    if (!only.empty() && std::find(only.begin(), only.end(), run.method) == only.end()) continue;
+    RunResult key;
+    key.method = run.method, key.noise = run.noise_name, key.seed = run.seed;
+    if (done.count(RunFileName(key))) continue;
+    plan.push_back(run);
+  }
+  return plan;
+}
+
 ExperimentRunner::ExperimentRunner(ExperimentConfig config,
-                                   std::function<void(const ProgressEvent&)> progress)
-    : config_(std::move(config)), progress_(std::move(progress)) {}
+                                   std::function<void(const ProgressEvent&)> progress,
+                                   RunFilter filter)
+    : config_(std::move(config)), progress_(std::move(progress)), filter_(std::move(filter)) {}
 
 absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   config_.out_dir = fs::absolute(config_.out_dir).lexically_normal().string();
@@ -90,7 +134,13 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   torch::set_num_threads(c.threads > 0 ? c.threads
                                        : std::max<int>(1, cores / static_cast<int>(c.sites)));
 
-  const std::vector<PlannedRun> plan = PlanRuns(c);
+  // A fresh experiment starts from an empty record; --resume keeps it and skips what it holds,
+  // and --only keeps the other runs' records (another process may be writing them).
+  const fs::path records = fs::path(c.out_dir) / "runs";
+  if (!filter_.resume && filter_.only_methods.empty()) fs::remove_all(records, ec);
+  absl::StatusOr<std::vector<PlannedRun>> selected = SelectRuns(c, filter_);
+  if (!selected.ok()) return selected.status();
+  const std::vector<PlannedRun>& plan = *selected;
   std::vector<RunResult> finished;
   for (size_t i = 0; i < plan.size() && !stopping_; ++i) {
     const PlannedRun& run = plan[i];
@@ -107,8 +157,11 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
     absl::StatusOr<RunResult> r = RunOne(run, data->second, i + 1, plan.size());
     if (!r.ok()) return r.status();
     if (!r->finished) break;  // stopped part-way: not recorded
+    if (auto s = SaveRun(c, *r); !s.ok()) return s;
     finished.push_back(*std::move(r));
-    if (auto s = WriteResults(c, finished); !s.ok()) return s;
+    absl::StatusOr<std::vector<RunResult>> all = LoadRuns(c);
+    if (!all.ok()) return all.status();
+    if (auto s = WriteResults(c, *all); !s.ok()) return s;
   }
   return finished;
 }
@@ -140,7 +193,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   o.split = *split;
   o.image_size = c.image_size;
   o.seed = plan.seed;
-  const RunMethod method = MethodOf(plan.method, c.method);
+  const RunMethod method = MethodOf(plan.method, c);
   o.method = method.method;
   o.aggregation = method.aggregation;
   absl::StatusOr<SplitMode> mode = ParseSplitMode(c.mode);
@@ -336,6 +389,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       s.included = m.included;
       s.train_loss = m.train_loss.value_or(0);
       s.validation_dice = m.validation_dice.value_or(0);
+      s.validation_loss = m.validation_loss.value_or(-1);
       s.aggregation_weight = m.aggregation_weight.value_or(0);
       s.reliability = m.reliability.value_or(1);
       s.bytes_in = m.bytes_in;
@@ -349,6 +403,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
     }
   if (result.rounds.empty()) return absl::InternalError("the run completed no round");
   result.final_test = result.rounds.back().test;
+  SelectRoundByValidationLoss(result);
   result.finished = true;
   return result;
 }

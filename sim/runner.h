@@ -26,6 +26,7 @@ struct SiteRoundResult {
   bool included = false;
   double train_loss = 0;
   double validation_dice = 0;  // on the site's own (possibly noisy) validation masks
+  double validation_loss = -1;  // the same masks' loss (−1: not reported)
   double aggregation_weight = 0;
   double reliability = 1;
   int64_t bytes_in = 0, bytes_out = 0;
@@ -48,6 +49,10 @@ struct RunResult {
   bool finished = false;
   std::vector<RoundResult> rounds;
   Scores final_test;
+  // The round a consortium would keep without test labels: the lowest mean of the included
+  // sites' own validation losses (their possibly noisy masks), and its test scores.
+  int64_t selected_round = 0;
+  Scores selected_test;
   double seconds = 0;
   int64_t images_trained = 0;  // site images × local epochs × rounds
   std::string model_path;
@@ -74,11 +79,29 @@ struct PlannedRun {
 };
 std::vector<PlannedRun> PlanRuns(const ExperimentConfig& config);
 
+// Picks `selected_round` and `selected_test` from the rounds' site validation losses (the last
+// round when no site reported one).
+void SelectRoundByValidationLoss(RunResult& run);
+
+// Which planned runs to do: every one, or only those whose method is in `only_methods` (when
+// not empty); with `resume`, the runs already recorded in the output folder are skipped.
+struct RunFilter {
+  std::vector<std::string> only_methods;
+  bool resume = false;
+};
+// The planned runs that `filter` keeps, in plan order. A method in `only_methods` that the
+// experiment does not run is an error.
+absl::StatusOr<std::vector<PlannedRun>> SelectRuns(const ExperimentConfig& config,
+                                                   const RunFilter& filter);
+
 class ExperimentRunner {
  public:
-  ExperimentRunner(ExperimentConfig config, std::function<void(const ProgressEvent&)> progress);
-  // Runs every planned run, writing results into config.out_dir as each finishes (so a stop
-  // keeps what finished). Returns the finished runs.
+  ExperimentRunner(ExperimentConfig config, std::function<void(const ProgressEvent&)> progress,
+                   RunFilter filter = {});
+  // Runs every planned run that the filter keeps, writing results into config.out_dir as each
+  // finishes (so a stop keeps what finished): runs/<run>.json per run, and the tables over
+  // every run recorded there (so several processes may share one folder with --only).
+  // Returns the runs this call finished.
   absl::StatusOr<std::vector<RunResult>> Run();
   // Safe from any thread: ends the current run promptly; it is not recorded.
   void Stop() { stopping_ = true; }
@@ -89,6 +112,7 @@ class ExperimentRunner {
 
   ExperimentConfig config_;
   std::function<void(const ProgressEvent&)> progress_;
+  RunFilter filter_;
   std::atomic<bool> stopping_{false};
 };
 

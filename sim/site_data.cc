@@ -91,6 +91,7 @@ void Corrupt(SiteData* site, const ExperimentConfig& c, uint64_t seed, int64_t i
   NoiseParams params;
   params.severity = site->noise.severity;
   params.bias = site->noise.bias;
+  params.amplitude = site->noise.amplitude;
   params.num_classes = c.num_classes;
   site->annotated.masks = site->annotated.masks.clone();
   for (int64_t j = 0; j < count; ++j) {

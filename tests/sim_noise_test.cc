@@ -60,11 +60,23 @@ int64_t Changed(const LabelMask& a, const LabelMask& b) {
   return n;
 }
 
+// The recipes' pixel sizes (for the boundary model, the `pixels` amplitude).
 NoiseParams Params(int64_t classes = 2, NoiseBias bias = NoiseBias::kMixed) {
   NoiseParams p;
   p.num_classes = classes;
   p.bias = bias;
+  p.amplitude = BoundaryAmplitude::kPixels;
   return p;
+}
+
+double DiceOfLabel(const LabelMask& a, const LabelMask& b, int64_t label) {
+  int64_t both = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.labels.size(); ++i) {
+    na += a.labels[i] == label;
+    nb += b.labels[i] == label;
+    both += a.labels[i] == label && b.labels[i] == label;
+  }
+  return na + nb ? 2.0 * both / (na + nb) : 1.0;
 }
 
 TEST(DisplaceBoundary, ShrinksAndGrowsADiscByTheExpectedRing) {
@@ -179,6 +191,25 @@ TEST(BoundaryNoise, BiasDecidesTheDirectionAndChangesStayInTheBand) {
   }
   EXPECT_LT(shrunk, 6 * lobed.CountOf(1));
   EXPECT_GT(grown, 6 * lobed.CountOf(1));
+}
+
+// The relative amplitude damages a structure by the same share at any image size, and enough
+// to matter at 64² (the pixel recipe barely moves it there).
+TEST(BoundaryNoise, TheRelativeAmplitudeDamagesAlikeAtEverySize) {
+  NoiseParams relative = Params();
+  relative.amplitude = BoundaryAmplitude::kRelative;
+  double dice64 = 0, dice256 = 0, pixels64 = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const LabelMask small = Lobed(64, 15), large = Lobed(256, 60);
+    std::mt19937_64 a(seed), b(seed), c(seed);
+    dice64 += DiceOfLabel(small, CorruptMask(small, NoiseModel::kBoundary, relative, a), 1) / 8;
+    dice256 += DiceOfLabel(large, CorruptMask(large, NoiseModel::kBoundary, relative, b), 1) / 8;
+    pixels64 += DiceOfLabel(small, CorruptMask(small, NoiseModel::kBoundary, Params(), c), 1) / 8;
+  }
+  EXPECT_NEAR(dice64, dice256, 0.05);
+  EXPECT_GT(dice64, 0.6);
+  EXPECT_LT(dice64, 0.9);
+  EXPECT_GT(pixels64, 0.9) << "the pixel recipe at 64²";
 }
 
 TEST(MissingAndExtra, DropAStructureOrAddBlobs) {

@@ -70,6 +70,66 @@ TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
   EXPECT_EQ(back->noise[1].sites[2].Describe(), "dilation+missing 50% sev 0.7 expand");
 }
 
+TEST(ExperimentFile, VariantsRunAMethodWithOtherOptionsUnderTheirOwnName) {
+  auto c = Parse(R"(
+[experiment]
+methods = ["splitfed", "cl-relative", "cl-median"]
+[method]
+warmup_rounds = 7
+[[variant]]
+name = "cl-relative"
+base = "splitfed-cl"
+detection = "relative"
+separation = 2.5
+warmup_patience = 3
+teacher_beta = 0.5
+refinement = "hard"
+consistency = false
+loss_weights = "fixed"
+[[variant]]
+name = "cl-median"
+base = "splitfed-cl"
+aggregation = "median"
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const RunMethod relative = MethodOf("cl-relative", *c);
+  EXPECT_EQ(relative.method.name, "splitfed-cl");
+  EXPECT_EQ(relative.method.warmup_rounds, 7) << "a variant starts from [method]";
+  EXPECT_EQ(relative.method.warmup_patience, 3);
+  EXPECT_EQ(relative.method.threshold.detection, colearning::DetectionMode::kRelative);
+  EXPECT_DOUBLE_EQ(relative.method.threshold.separation, 2.5);
+  EXPECT_DOUBLE_EQ(relative.method.teacher_beta, 0.5);
+  EXPECT_EQ(relative.method.refinement, RefinementMode::kHard);
+  EXPECT_FALSE(relative.method.consistency);
+  EXPECT_FALSE(relative.method.learned_loss_weights);
+  EXPECT_EQ(relative.aggregation, "");
+  EXPECT_EQ(MethodOf("cl-median", *c).aggregation, "median");
+  EXPECT_EQ(MethodOf("splitfed-cl-fedavg", *c).aggregation, "fedavg") << "built-in names still work";
+  // The resolved file keeps the variants.
+  const std::string text = ExperimentToToml(*c);
+  auto back = ParseExperiment(text, "resolved.toml", "/");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+  EXPECT_EQ(ExperimentToToml(*back), text);
+
+  EXPECT_NE(ErrorOf("[[variant]]\nname = \"x\"\nbase = \"splitfed-cl\"\ndetektion = \"relative\"\n")
+                .find("variant[0].detektion: unknown key"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[variant]]\nname = \"x\"\nbase = \"fedprox\"\n").find("variant[0].base"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[variant]]\nname = \"median\"\nbase = \"splitfed\"\n")
+                .find("already a method's name"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[variant]]\nname = \"x\"\nbase = \"splitfed-cl\"\ndetection = \"psychic\"\n")
+                .find("variant[0].detection: must be absolute or relative"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[variant]]\nname = \"x\"\nbase = \"splitfed\"\naggregation = \"mean\"\n")
+                .find("variant[0].aggregation: unknown rule 'mean'"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("[[noise]]\nname = \"x\"\nmodel = \"boundary\"\namplitude = \"huge\"\n")
+                .find("noise[0].amplitude"),
+            std::string::npos);
+}
+
 TEST(ExperimentFile, ASweepSettingMakesTheLastSitesNoisyWithAlternatingBias) {
   auto c = Parse(R"(
 [federation]
@@ -322,6 +382,87 @@ TEST(SimRun, TheSameSeedGivesTheSameRun) {
     for (size_t k = 0; k < twice[0][r].sites.size(); ++k)
       EXPECT_EQ(twice[0][r].sites[k].train_loss, twice[1][r].sites[k].train_loss);
   }
+}
+
+TEST(Report, TheSelectedRoundIsTheSitesLowestMeanValidationLoss) {
+  RunResult run;
+  for (int64_t r = 1; r <= 4; ++r) {
+    RoundResult round;
+    round.round = r;
+    round.test.dice = 0.1 * r;
+    for (double loss : {1.0 / r, 0.5}) {
+      SiteRoundResult s;
+      s.included = true;
+      s.validation_loss = r == 4 ? 2.0 : loss;  // round 4 overfits
+      round.sites.push_back(s);
+    }
+    SiteRoundResult left_out;  // a site left out does not count
+    left_out.included = false;
+    left_out.validation_loss = 0.0;
+    if (r == 2) round.sites.push_back(left_out);
+    run.rounds.push_back(round);
+  }
+  SelectRoundByValidationLoss(run);
+  EXPECT_EQ(run.selected_round, 3);
+  EXPECT_DOUBLE_EQ(run.selected_test.dice, 0.1 * 3);
+  for (RoundResult& round : run.rounds)
+    for (SiteRoundResult& s : round.sites) s.validation_loss = -1;
+  SelectRoundByValidationLoss(run);
+  EXPECT_EQ(run.selected_round, 4) << "no validation loss: the last round";
+}
+
+TEST(SimRun, AnExperimentSplitWithOnlyAndResumedRunsEachRunOnce) {
+  const fs::path out = fs::temp_directory_path() / ("splitfed_sim_resume_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  ExperimentConfig c = Tiny(out);
+  c.rounds = 1;
+  c.methods = {"splitfed", "oracle"};
+  EXPECT_EQ(SelectRuns(c, {{"fedprox"}, false}).status().code(), absl::StatusCode::kInvalidArgument);
+  {
+    ExperimentRunner only(c, nullptr, RunFilter{{"oracle"}, false});
+    auto first = only.Run();
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_EQ(first->size(), 1u);
+    EXPECT_EQ(first->at(0).method, "oracle");
+  }
+  const fs::path oracle_file = out / "runs" / "oracle-clean-labels-seed1.json";
+  ASSERT_TRUE(fs::exists(oracle_file));
+  const std::string oracle_record = ReadText(oracle_file);
+  ASSERT_EQ(SelectRuns(c, {{}, true})->size(), 1u) << "only splitfed is left";
+  {
+    ExperimentRunner resumed(c, nullptr, RunFilter{{}, true});
+    auto second = resumed.Run();
+    ASSERT_TRUE(second.ok()) << second.status();
+    ASSERT_EQ(second->size(), 1u);
+    EXPECT_EQ(second->at(0).method, "splitfed");
+  }
+  EXPECT_EQ(ReadText(oracle_file), oracle_record) << "a recorded run is not run again";
+  EXPECT_TRUE(SelectRuns(c, {{}, true})->empty());
+  // The tables hold both runs, in the plan's order, as if run in one go.
+  EXPECT_EQ(Lines(out / "runs.csv"), 1 + 2);
+  const auto summary = nlohmann::json::parse(ReadText(out / "summary.json"));
+  ASSERT_EQ(summary.size(), 2u);
+  EXPECT_EQ(summary[0]["method"], "splitfed");
+  EXPECT_TRUE(summary[0]["delta_dice"].is_number());
+  EXPECT_TRUE(summary[0]["selected_dice_mean"].is_number());
+  auto loaded = LoadRuns(c);
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->size(), 2u);
+  EXPECT_EQ(loaded->at(1).rounds.at(0).sites.size(), 3u);
+  EXPECT_GE(loaded->at(1).rounds.at(0).sites.at(0).validation_loss, 0) << "the store keeps it";
+  // A damaged record is named, not silently run again.
+  std::ofstream(oracle_file) << "{\"method\": ";
+  auto damaged = SelectRuns(c, {{}, true});
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(damaged.status().message().find("oracle-clean-labels-seed1.json"), std::string::npos);
+  // A fresh run (no --resume, no --only) starts from an empty record.
+  ExperimentConfig fresh = c;
+  fresh.methods = {"splitfed"};
+  ExperimentRunner again(fresh, nullptr);
+  ASSERT_TRUE(again.Run().ok());
+  EXPECT_FALSE(fs::exists(oracle_file));
+  fs::remove_all(out);
 }
 
 TEST(Report, SlugsAndChartsAreSafe) {
