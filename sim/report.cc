@@ -222,6 +222,34 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
   return rows;
 }
 
+std::vector<std::string> RecoveryLines(const ExperimentConfig& config,
+                                       const std::vector<SummaryRow>& rows) {
+  std::vector<std::string> lines;
+  const SummaryRow* oracle = nullptr;
+  for (const SummaryRow& r : rows)
+    if (r.method == "oracle") oracle = &r;
+  if (!oracle) return lines;
+  for (const SummaryRow& cl : rows) {
+    if (MethodOf(cl.method, config).method.name != "splitfed-cl") continue;
+    for (const SummaryRow& fedavg : rows) {
+      if (fedavg.method != "splitfed" || fedavg.noise != cl.noise || !fedavg.has_delta ||
+          !cl.has_delta)
+        continue;
+      const double lost = -100 * fedavg.delta_dice;
+      const double gained = 100 * (cl.delta_dice - fedavg.delta_dice);
+      if (lost <= 0.05)
+        lines.push_back(absl::StrFormat(
+            "%s: FedAvg loses nothing to label noise here (%s); %s is %+.1f Dice points from it",
+            cl.method, cl.noise, cl.method, gained));
+      else
+        lines.push_back(absl::StrFormat(
+            "%s recovers %.1f of the %.1f Dice points FedAvg loses to label noise (%s)",
+            cl.method, gained, lost, cl.noise));
+    }
+  }
+  return lines;
+}
+
 std::string LineChartSvg(const std::string& title, const std::string& x_label,
                          const std::string& y_label, const std::vector<Series>& series) {
   constexpr double kW = 640, kH = 400, kLeft = 60, kRight = 170, kTop = 40, kBottom = 50;
@@ -380,6 +408,8 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
         row.selected_dice_mean, row.selected_dice_std,
         row.has_delta ? absl::StrFormat("%+.1f", 100 * row.selected_delta_dice) : "–", detection);
   }
+  const std::vector<std::string> recovery = RecoveryLines(config, rows);
+  if (!recovery.empty()) md += "\n" + absl::StrJoin(recovery, "\n") + "\n";
   if (auto s = WriteFile(out / "summary.json", summary.dump(2) + "\n"); !s.ok()) return s;
   if (auto s = WriteFile(out / "summary.md", md); !s.ok()) return s;
 

@@ -31,6 +31,13 @@ struct SummaryRow {
 };
 std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs);
 
+// One line per SplitFed-CL row (the method or a variant of it) whose noise setting also has a
+// FedAvg (`splitfed`) row and an oracle: how many of the Dice points FedAvg loses to the noise
+// it recovers, e.g. "splitfed-cl recovers 4.1 of the 5.6 Dice points FedAvg loses to label
+// noise (80% noisy sites)".
+std::vector<std::string> RecoveryLines(const ExperimentConfig& config,
+                                       const std::vector<SummaryRow>& rows);
+
 // Each finished run is kept whole in runs/<method>-<noise>-seed<N>.json, so that an experiment
 // can be resumed, or split over several processes, and its tables rebuilt from the folder.
 std::string RunFileName(const RunResult& run);

@@ -411,6 +411,28 @@ TEST(Report, TheSelectedRoundIsTheSitesLowestMeanValidationLoss) {
   EXPECT_EQ(run.selected_round, 4) << "no validation loss: the last round";
 }
 
+TEST(Report, TheSummarySaysHowMuchSplitFedClRecovers) {
+  ExperimentConfig c = DefaultExperiment();
+  c.variants.push_back({"cl-x", "splitfed-cl", c.method, ""});
+  auto row = [](const std::string& method, const std::string& noise, double delta) {
+    SummaryRow r;
+    r.method = method;
+    r.noise = noise;
+    r.has_delta = true;
+    r.delta_dice = delta;
+    return r;
+  };
+  const std::vector<SummaryRow> rows = {row("splitfed", "n", -0.056), row("oracle", "clean", 0),
+                                        row("splitfed-cl", "n", -0.015), row("cl-x", "n", -0.07),
+                                        row("median", "n", -0.01)};
+  EXPECT_EQ(RecoveryLines(c, rows),
+            (std::vector<std::string>{
+                "splitfed-cl recovers 4.1 of the 5.6 Dice points FedAvg loses to label noise (n)",
+                "cl-x recovers -1.4 of the 5.6 Dice points FedAvg loses to label noise (n)"}));
+  EXPECT_TRUE(RecoveryLines(c, {row("splitfed", "n", -0.05), row("splitfed-cl", "n", 0)}).empty())
+      << "no oracle, nothing to recover towards";
+}
+
 TEST(SimRun, AnExperimentSplitWithOnlyAndResumedRunsEachRunOnce) {
   const fs::path out = fs::temp_directory_path() / ("splitfed_sim_resume_" + std::to_string(::getpid()));
   fs::remove_all(out);
