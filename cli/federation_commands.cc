@@ -54,7 +54,8 @@ const std::set<std::string> kCoordinatorKeys = {
     "run.activation_encoding", "run.seed", "run.aggregation", "run.mode", "run.method",
     "method.warmup_rounds", "method.teacher_beta", "method.refinement", "method.kappa",
     "method.consistency", "method.ramp_rounds", "method.loss_weights", "method.threshold",
-    "method.tau_min", "method.min_gap", "method.distillation_weight", "model.in_channels",
+    "method.tau_min", "method.min_gap", "method.distillation_weight", "method.detection",
+    "method.separation", "method.warmup_patience", "model.in_channels",
     "model.num_classes", "model.base_width", "model.depth", "model.split", "model.image_size"};
 
 // The learning method and its [method] settings (docs/ALGORITHM.md §3-4).
@@ -79,6 +80,11 @@ MethodOptions ReadMethod(const TomlValues& t, const std::string& flag) {
   m.threshold.tau_min = Unwrap(t.Double("method.tau_min", m.threshold.tau_min));
   m.threshold.min_gap = Unwrap(t.Double("method.min_gap", m.threshold.min_gap));
   m.distillation_weight = Unwrap(t.Double("method.distillation_weight", m.distillation_weight));
+  const std::string detection = t.String("method.detection", "absolute");
+  if (!colearning::ParseDetectionMode(detection, &m.threshold.detection))
+    throw std::invalid_argument("method.detection must be absolute or relative, got " + detection);
+  m.threshold.separation = Unwrap(t.Double("method.separation", m.threshold.separation));
+  m.warmup_patience = Unwrap(t.Int("method.warmup_patience", m.warmup_patience));
   return m;
 }
 

@@ -316,11 +316,11 @@ absl::Status ReadMethodKeys(TableReader& m, const std::string& source, MethodOpt
   if (!colearning::ParseDetectionMode(detection, &o.threshold.detection))
     return Bad(source, m.Key("detection"),
                absl::StrCat("must be absolute or relative, got '", detection, "'"));
-  std::string threshold = o.threshold.fixed_tau ? "fixed" : "mixture";
+  std::string threshold = o.threshold.fixed_tau ? "fixed" : "gmm";
   SIM_RETURN_IF_ERROR(m.String("threshold", &threshold));
-  if (threshold != "fixed" && threshold != "mixture")
+  if (threshold != "fixed" && threshold != "gmm")
     return Bad(source, m.Key("threshold"),
-               absl::StrCat("must be mixture or fixed, got '", threshold, "'"));
+               absl::StrCat("must be gmm or fixed, got '", threshold, "'"));
   o.threshold.fixed_tau = threshold == "fixed";
   SIM_RETURN_IF_ERROR(m.Double("kappa", &o.kappa, 0.01, 1));
   std::string refinement = RefinementName(o.refinement);
@@ -574,7 +574,7 @@ std::string MethodKeysToml(const MethodOptions& m) {
   o << "warmup_rounds = " << m.warmup_rounds << "\nwarmup_patience = " << m.warmup_patience
     << "\nteacher_beta = " << m.teacher_beta << "\nramp_rounds = " << m.ramp_rounds
     << "\ndetection = " << Quoted(colearning::DetectionModeName(m.threshold.detection))
-    << "\nthreshold = " << Quoted(m.threshold.fixed_tau ? "fixed" : "mixture")
+    << "\nthreshold = " << Quoted(m.threshold.fixed_tau ? "fixed" : "gmm")
     << "\ntau_min = " << m.threshold.tau_min << "\nmin_gap = " << m.threshold.min_gap
     << "\nseparation = " << m.threshold.separation << "\nkappa = " << m.kappa
     << "\nrefinement = " << Quoted(RefinementName(m.refinement))
