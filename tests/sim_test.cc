@@ -50,9 +50,20 @@ ExperimentConfig Tiny(const fs::path& out) {
   c.local_epochs = 1;
   c.learning_rate = 3e-3;
   c.threads = 1;
+  c.methods = {"splitfed", "oracle"};
   SiteNoise noisy{{NoiseModel::kDilation}, 0.5, 1.0, NoiseBias::kMixed};
   c.noise = {{"one noisy", {SiteNoise{}, SiteNoise{}, noisy}}};
   return c;
+}
+
+TEST(ExperimentFile, TheDefaultExampleIsTheBuiltInExperiment) {
+  // examples/sim-default.toml says it spells out `splitfed sim`: it must stay true.
+  absl::StatusOr<ExperimentConfig> file =
+      LoadExperiment(std::string(SPLITFED_SOURCE_DIR) + "/examples/sim-default.toml");
+  ASSERT_TRUE(file.ok()) << file.status();
+  ExperimentConfig built_in = DefaultExperiment();
+  built_in.out_dir = file->out_dir;  // the file's is taken from its own folder
+  EXPECT_EQ(ExperimentToToml(*file), ExperimentToToml(built_in));
 }
 
 TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
@@ -61,7 +72,7 @@ TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
   c.out_dir = "/results";
   c.partition = PartitionKind::kQuantity;
   c.noise.push_back({"all dilated", std::vector<SiteNoise>(
-                                        4, SiteNoise{{NoiseModel::kDilation, NoiseModel::kMissing},
+                                        c.sites, SiteNoise{{NoiseModel::kDilation, NoiseModel::kMissing},
                                                      0.5, 0.7, NoiseBias::kExpand})});
   const std::string text = ExperimentToToml(c);
   absl::StatusOr<ExperimentConfig> back = ParseExperiment(text, "resolved.toml", "/");
@@ -429,6 +440,10 @@ TEST(Report, TheSummarySaysHowMuchSplitFedClRecovers) {
             (std::vector<std::string>{
                 "splitfed-cl recovers 4.1 of the 5.6 Dice points FedAvg loses to label noise (n)",
                 "cl-x recovers -1.4 of the 5.6 Dice points FedAvg loses to label noise (n)"}));
+  EXPECT_EQ(RecoveryLines(c, {row("oracle", "clean", 0), row("splitfed", "m", -0.002),
+                               row("splitfed-cl", "m", 0.001)}),
+            (std::vector<std::string>{"splitfed-cl recovers all 0.2 Dice points FedAvg loses to "
+                                      "label noise (m), and 0.1 more"}));
   EXPECT_TRUE(RecoveryLines(c, {row("splitfed", "n", -0.05), row("splitfed-cl", "n", 0)}).empty())
       << "no oracle, nothing to recover towards";
 }
