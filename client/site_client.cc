@@ -349,7 +349,7 @@ struct SiteClient::Impl {
         colearning = owned.get();
         objective = std::move(owned);
         reliability = colearning->site_reliability();
-        if (options.on_reliability)
+        if (options.on_reliability && !plan.warming_up)
           options.on_reliability(round, colearning->reliability(), colearning->reliable());
         double mean_r = 0;
         for (double r : colearning->reliability()) mean_r += r / train.size();

@@ -60,7 +60,7 @@ struct SiteClientOptions {
   double heartbeat_seconds = 15;
   // Called after each local epoch (e.g. the simulator's progress bar); any thread.
   std::function<void(const EpochReport&)> on_epoch;
-  // SplitFed-CL: called each round with every training image's r_i and whether the site
+  // SplitFed-CL: called each round after the warm-up (before it no mask is judged) with every training image's r_i and whether the site
   // trusted its mask (images in the order of the loaded set). Stays at the site; the
   // simulator scores detection with it.
   std::function<void(int64_t round, const std::vector<double>& reliability,

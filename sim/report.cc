@@ -92,6 +92,8 @@ nlohmann::json RunJson(const RunResult& r) {
                        {"bytes_in", s.bytes_in},
                        {"bytes_out", s.bytes_out},
                        {"flagged", s.flagged},
+                       {"flagged_corrupted", s.flagged_corrupted},
+                       {"corrupted", s.corrupted},
                        {"detection_precision", s.detection_precision},
                        {"detection_recall", s.detection_recall}});
     rounds.push_back({{"round", round.round}, {"test", ScoresJson(round.test)}, {"sites", sites}});
@@ -135,6 +137,9 @@ RunResult RunFromJson(const nlohmann::json& j) {
       s.bytes_in = js.at("bytes_in").get<int64_t>();
       s.bytes_out = js.at("bytes_out").get<int64_t>();
       s.flagged = js.at("flagged").get<int64_t>();
+      // Absent from records written before detection was pooled: those stay out of the pool.
+      s.flagged_corrupted = js.value("flagged_corrupted", int64_t{-1});
+      s.corrupted = js.value("corrupted", int64_t{-1});
       s.detection_precision = js.at("detection_precision").get<double>();
       s.detection_recall = js.at("detection_recall").get<double>();
       round.sites.push_back(std::move(s));
@@ -177,7 +182,8 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
     SummaryRow row;
     row.method = key.first;
     row.noise = key.second;
-    std::vector<double> dice, iou, hd95, deltas, selected, selected_deltas, precision, recall;
+    std::vector<double> dice, iou, hd95, deltas, selected, selected_deltas;
+    int64_t flagged = 0, hits = 0, corrupted = 0;  // pooled over the scored site-rounds
     std::vector<std::vector<double>> per_class;
     for (const RunResult* r : groups[key]) {
       row.seeds.push_back(r->seed);
@@ -186,8 +192,10 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
         selected_deltas.push_back(r->selected_test.dice - oracle_selected_by_seed[r->seed]);
       for (const RoundResult& round : r->rounds)
         for (const SiteRoundResult& site : round.sites) {
-          if (site.detection_precision >= 0) precision.push_back(site.detection_precision);
-          if (site.detection_recall >= 0) recall.push_back(site.detection_recall);
+          if (site.flagged < 0 || site.flagged_corrupted < 0 || site.corrupted < 0) continue;
+          flagged += site.flagged;
+          hits += site.flagged_corrupted;
+          corrupted += site.corrupted;
         }
       dice.push_back(r->final_test.dice);
       iou.push_back(r->final_test.iou);
@@ -214,9 +222,8 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
       MeanStd(deltas, &row.delta_dice, &s);
       MeanStd(selected_deltas, &row.selected_delta_dice, &s);
     }
-    double unused;
-    if (!precision.empty()) MeanStd(precision, &row.detection_precision, &unused);
-    if (!recall.empty()) MeanStd(recall, &row.detection_recall, &unused);
+    if (flagged > 0) row.detection_precision = static_cast<double>(hits) / flagged;
+    if (corrupted > 0) row.detection_recall = static_cast<double>(hits) / corrupted;
     rows.push_back(row);
   }
   return rows;
@@ -315,7 +322,7 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
   std::string sites_csv =
       "method,noise,seed,round,site,included,train_loss,validation_dice,aggregation_weight,"
       "reliability,bytes_in,bytes_out,flagged,detection_precision,detection_recall,"
-      "validation_loss\n";
+      "validation_loss,flagged_corrupted,corrupted\n";
   std::string rounds_jsonl, sites_jsonl;
   for (const RunResult& r : runs)
     for (const RoundResult& round : r.rounds) {
@@ -327,12 +334,12 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
       rounds_jsonl += line.dump() + "\n";
       for (const SiteRoundResult& s : round.sites) {
         absl::StrAppendFormat(&sites_csv,
-                              "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%.4f,%.4f,%.6f\n",
+                              "%s,%s,%d,%d,%s,%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%.4f,%.4f,%.6f,%d,%d\n",
                               Csv(r.method), Csv(r.noise), r.seed, round.round, Csv(s.site),
                               s.included ? 1 : 0, s.train_loss, s.validation_dice,
                               s.aggregation_weight, s.reliability, s.bytes_in, s.bytes_out,
                               s.flagged, s.detection_precision, s.detection_recall,
-                              s.validation_loss);
+                              s.validation_loss, s.flagged_corrupted, s.corrupted);
         nlohmann::json site = {{"method", r.method},
                                {"noise", r.noise},
                                {"seed", r.seed},
@@ -347,6 +354,8 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
                                {"bytes_in", s.bytes_in},
                                {"bytes_out", s.bytes_out},
                                {"flagged", s.flagged},
+                               {"flagged_corrupted", s.flagged_corrupted},
+                               {"corrupted", s.corrupted},
                                {"detection_precision", s.detection_precision},
                                {"detection_recall", s.detection_recall}};
         sites_jsonl += site.dump() + "\n";

@@ -25,8 +25,9 @@ struct SummaryRow {
   double delta_dice = 0;   // dice_mean − the oracle's dice_mean (same seeds)
   // At the round chosen by the sites' validation loss (RunResult::selected_round).
   double selected_dice_mean = 0, selected_dice_std = 0, selected_delta_dice = 0;
-  // SplitFed-CL's flags against the corrupted images, averaged over the site-rounds where
-  // each is defined (−1: none).
+  // SplitFed-CL's flags against the corrupted images, pooled over the sites, the rounds after
+  // the warm-up and the seeds: flagged-and-corrupted over flagged (precision) and over
+  // corrupted (recall); −1 when nothing was flagged / corrupted.
   double detection_precision = -1, detection_recall = -1;
 };
 std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs);

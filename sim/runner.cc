@@ -283,7 +283,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   std::atomic<bool> site_failed{false};
   // SplitFed-CL's flags per (site, round), scored against the images the simulator corrupted.
   struct Detection {
-    int64_t flagged = 0;
+    int64_t flagged = 0, hits = 0, corrupted = 0;
     double precision = -1, recall = -1;
   };
   std::mutex detection_mutex;
@@ -329,6 +329,8 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       }
       Detection d;
       d.flagged = flagged;
+      d.hits = hits;
+      d.corrupted = truly;
       if (flagged > 0) d.precision = static_cast<double>(hits) / flagged;
       if (truly > 0) d.recall = static_cast<double>(hits) / truly;
       std::lock_guard<std::mutex> lock(detection_mutex);
@@ -396,6 +398,8 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       s.bytes_out = m.bytes_out;
       if (auto d = detections.find({m.site, m.round}); d != detections.end()) {
         s.flagged = d->second.flagged;
+        s.flagged_corrupted = d->second.hits;
+        s.corrupted = d->second.corrupted;
         s.detection_precision = d->second.precision;
         s.detection_recall = d->second.recall;
       }

@@ -30,9 +30,12 @@ struct SiteRoundResult {
   double aggregation_weight = 0;
   double reliability = 1;
   int64_t bytes_in = 0, bytes_out = 0;
-  // SplitFed-CL's detection against the images the simulator corrupted (−1: not scored, e.g.
-  // another method, or no image flagged / corrupted for precision / recall).
+  // SplitFed-CL's detection against the images the simulator corrupted, in the rounds after
+  // the warm-up (−1: not scored, e.g. another method or a warm-up round; for precision /
+  // recall also when no image was flagged / corrupted). Counts over the site's training images.
   int64_t flagged = -1;
+  int64_t flagged_corrupted = -1;  // flagged and corrupted
+  int64_t corrupted = -1;          // corrupted, flagged or not
   double detection_precision = -1, detection_recall = -1;
 };
 

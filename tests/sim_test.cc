@@ -361,7 +361,7 @@ TEST(SimRun, SplitFedClFindsTheCorruptedMasksAfterTheWarmUp) {
   for (const RoundResult& round : results->front().rounds)
     for (const SiteRoundResult& site : round.sites) {
       if (round.round <= 6) {
-        EXPECT_EQ(site.flagged, 0) << "warm-up: every image reliable";
+        EXPECT_EQ(site.flagged, -1) << "warm-up: no mask is judged, so none is scored";
         continue;
       }
       if (site.site != "site-3") continue;
@@ -420,6 +420,32 @@ TEST(Report, TheSelectedRoundIsTheSitesLowestMeanValidationLoss) {
     for (SiteRoundResult& s : round.sites) s.validation_loss = -1;
   SelectRoundByValidationLoss(run);
   EXPECT_EQ(run.selected_round, 4) << "no validation loss: the last round";
+}
+
+TEST(Report, DetectionIsPooledOverSiteRoundsAfterTheWarmUp) {
+  RunResult run;
+  run.method = "splitfed-cl";
+  run.noise = "n";
+  auto site = [](int64_t flagged, int64_t hits, int64_t corrupted) {
+    SiteRoundResult s;
+    s.flagged = flagged;
+    s.flagged_corrupted = hits;
+    s.corrupted = corrupted;
+    return s;
+  };
+  RoundResult warm_up;  // not scored: must not pull recall towards 0
+  warm_up.sites = {site(-1, -1, -1), site(-1, -1, -1)};
+  RoundResult after;
+  // A clean site flagging 1 image and a noisy one flagging 9 of its 10 corrupted among 10
+  // flags: pooled precision 9/11, recall 9/10 (the per-site mean would give 0.45 precision).
+  after.sites = {site(1, 0, 0), site(10, 9, 10)};
+  run.rounds = {warm_up, after};
+  const std::vector<SummaryRow> rows = Summarize({run});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0].detection_precision, 9.0 / 11);
+  EXPECT_DOUBLE_EQ(rows[0].detection_recall, 9.0 / 10);
+  run.rounds = {warm_up};
+  EXPECT_EQ(Summarize({run})[0].detection_recall, -1) << "nothing scored: undefined";
 }
 
 TEST(Report, TheSummarySaysHowMuchSplitFedClRecovers) {
