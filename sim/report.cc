@@ -493,9 +493,10 @@ absl::Status WriteNoisePreviews(const ExperimentConfig& config, const NoiseSetti
       all += dice[i];
       if (site.corrupted[i]) corrupted += dice[i], ++n_corrupted;
     }
-    absl::StrAppendFormat(&quality, "%s,%d,%d,%.4f,%.4f\n", Csv(site.name), dice.size(),
+    // No corrupted image (a clean site, or real annotators): nothing to average, left empty.
+    absl::StrAppendFormat(&quality, "%s,%d,%d,%.4f,%s\n", Csv(site.name), dice.size(),
                           n_corrupted, dice.empty() ? 1.0 : all / dice.size(),
-                          n_corrupted ? corrupted / n_corrupted : 1.0);
+                          n_corrupted ? absl::StrFormat("%.4f", corrupted / n_corrupted) : "");
   }
   if (auto s = WriteFile(folder / "mask_quality.csv", quality); !s.ok()) return s;
   for (const SiteData& site : data.sites) {

@@ -286,6 +286,16 @@ TEST(SimRun, InProcessRunWritesEveryOutputAndStopsCleanly) {
   EXPECT_EQ(Lines(out / "runs.csv"), 1 + 4);
   EXPECT_EQ(Lines(out / "rounds.csv"), 1 + 4 * 2);
   EXPECT_EQ(Lines(out / "site_rounds.csv"), 1 + 4 * 2 * 3);
+  // Measured noise: the clean sites have no corrupted image to average (empty field); the
+  // noisy one's corrupted masks are measurably off.
+  const std::string quality = ReadText(out / "preview/one-noisy/mask_quality.csv");
+  EXPECT_NE(quality.find("\nsite-1,"), std::string::npos) << quality;
+  EXPECT_NE(quality.find(",1.0000,\n"), std::string::npos) << quality;
+  const size_t noisy_row = quality.find("\nsite-3,");
+  ASSERT_NE(noisy_row, std::string::npos) << quality;
+  const double noisy_dice = std::stod(quality.substr(quality.rfind(',') + 1));
+  EXPECT_GT(noisy_dice, 0.0) << quality;
+  EXPECT_LT(noisy_dice, 0.99) << quality;
   const auto summary = nlohmann::json::parse(ReadText(out / "summary.json"));
   ASSERT_EQ(summary.size(), 2u);
   EXPECT_EQ(summary[0]["method"], "splitfed");
