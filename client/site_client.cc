@@ -26,10 +26,17 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
                       absl::StrCat(what, ": ", s.error_message()));
 }
 
+// Decided by status code alone. UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED: the connection;
+// ABORTED: a message for a round that closed (wait for the next); NOT_FOUND: the coordinator
+// does not know this site (join again). Anything else, FAILED_PRECONDITION included (the
+// site asked for something the run does not allow), would fail the same way again.
 bool Retryable(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) ||
-         absl::IsAborted(s) || absl::IsFailedPrecondition(s);
+         absl::IsAborted(s) || absl::IsNotFound(s);
 }
+
+// The site's registration must be made again before it can take part.
+bool MustRejoin(const absl::Status& s) { return absl::IsUnavailable(s) || absl::IsNotFound(s); }
 
 // Loads the "front."- and "back."-prefixed entries of a round's state into the client parts
 // (other entries, such as SplitFed-CL's "loss." weights, are not theirs).
@@ -260,7 +267,7 @@ struct SiteClient::Impl {
     // 1. Wait for a round and receive the global front and back.
     v1::RoundSettings settings;
     NamedTensors state;
-    {
+    for (bool announced = false; !announced;) {
       grpc::ClientContext context;
       Prepare(&context);
       // The coordinator answers within its 30 s long-poll; past that the answer was lost and
@@ -280,9 +287,11 @@ struct SiteClient::Impl {
         if (chunk.has_end()) ended = true;
       }
       grpc::Status s = reader->Finish();
+      if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && !stopping) continue;
       if (!s.ok()) return FromGrpc(s, "wait for round");
       if (!ended || settings.round() < 1)
         return absl::UnavailableError("the round announcement was cut short");
+      announced = true;
     }
     const int64_t round = settings.round();
     LOG(INFO) << "event=round_start site=" << name << " round=" << round << "/"
@@ -503,8 +512,6 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
         failures = 0;
         continue;
       }
-      if (absl::IsDeadlineExceeded(status) && status.message().find("wait for round") == 0)
-        continue;  // a long-poll that simply timed out
     }
     if (m.stopping) break;
     if (!Retryable(status)) return status;  // e.g. refused certificate name: do not hammer
@@ -514,7 +521,7 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
     for (double waited = 0; waited < backoff && !m.stopping; waited += 0.05)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     backoff = std::min(backoff * 2, m.options.max_backoff_seconds);
-    joined = joined && !absl::IsUnavailable(status);
+    joined = joined && !MustRejoin(status);
     m.joined = joined;
   }
   return absl::CancelledError("stopped");

@@ -196,7 +196,8 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
     const std::string& site, std::unique_lock<std::mutex>& lock) {
   auto it = sites_.find(site);
   if (it == sites_.end())
-    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' has not joined"));
+    // NOT_FOUND tells the site to join again (e.g. the coordinator restarted under it).
+    return absl::NotFoundError(absl::StrCat("site '", site, "' has not joined"));
   if (!it->second.waiting || !it->second.connected) {
     it->second.waiting = true;  // the Run() thread counts the waiting sites to open a round
     it->second.connected = true;
@@ -236,19 +237,21 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
 absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActiveParticipant(
     const std::string& site, int64_t round) {
   std::lock_guard<std::mutex> lock(mutex_);
+  // ABORTED: the message belongs to a round that is no longer (or not yet) this site's; the
+  // site drops the round and waits for the next one.
   if (round_ == 0 || round != round_)
-    return absl::FailedPreconditionError(absl::StrCat(
+    return absl::AbortedError(absl::StrCat(
         "round ", round, " is not open (", round_ ? absl::StrCat("round ", round_, " is") :
                                                     std::string("no round is"), ")"));
   auto it = participants_.find(site);
   if (it == participants_.end())
-    return absl::FailedPreconditionError(
+    return absl::AbortedError(
         absl::StrCat("site '", site, "' does not take part in round ", round));
   if (it->second->failed)
-    return absl::FailedPreconditionError(absl::StrCat("site '", site, "' was left out of round ",
+    return absl::AbortedError(absl::StrCat("site '", site, "' was left out of round ",
                                                       round, ": ", it->second->failure));
   if (it->second->submitted)
-    return absl::FailedPreconditionError(
+    return absl::AbortedError(
         absl::StrCat("site '", site, "' already submitted round ", round));
   return it->second;
 }
@@ -271,7 +274,7 @@ absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void(
   std::unique_lock<std::mutex> lock(mutex_);
   const bool here = std::this_thread::get_id() == run_thread_;  // e.g. closing the round
   if (!here && (round_ != round || round == 0))
-    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
+    return absl::AbortedError(absl::StrCat("round ", round, " is not open"));
   if (here || !tensor_work_on_run_thread_) {
     lock.unlock();
     work();

@@ -367,7 +367,15 @@ TEST(CoordinatorRounds, ARefusedUpdateLeavesTheSiteOutWithoutWaitingForTheDeadli
   EXPECT_TRUE(absl::IsInvalidArgument((*c)->Submit("a", bad)));
   SiteSubmission good = bad;
   good.client_state = b->client_state;
+  // The refusal codes a site retries on: ABORTED (this round is over for it: wait for the
+  // next) and NOT_FOUND (join again).
+  const absl::Status left_out = (*c)->Submit("a", good);
+  EXPECT_TRUE(absl::IsAborted(left_out)) << left_out;
+  EXPECT_NE(left_out.message().find("was left out of round 1"), std::string::npos) << left_out;
+  EXPECT_TRUE(absl::IsNotFound((*c)->PollRound("nobody").status()));
   ASSERT_TRUE((*c)->Submit("b", good).ok());
+  const absl::Status twice = (*c)->Submit("b", good);
+  EXPECT_TRUE(absl::IsAborted(twice)) << twice;
   // The round closes with b alone, long before the 10-minute deadline.
   ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
   EXPECT_TRUE(run.get().ok());
@@ -401,12 +409,12 @@ TEST(CoordinatorRounds, TensorWorkRunsOnTheRunThreadWhenOperationsAreMultiThread
     absl::StatusOr<torch::Tensor> a2 = (*c)->Forward("a", 1, torch::randn(shape));
     ASSERT_TRUE(a2.ok()) << a2.status();
     EXPECT_EQ(a2->size(0), 2);
-    EXPECT_TRUE(absl::IsFailedPrecondition((*c)->RunTensorWork(2, [] {})));  // not open
+    EXPECT_TRUE(absl::IsAborted((*c)->RunTensorWork(2, [] {})));  // not open
     (*c)->Stop();
     ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
     EXPECT_TRUE(run.get().ok());
     bool ran = false;
-    EXPECT_TRUE(absl::IsFailedPrecondition((*c)->RunTensorWork(1, [&] { ran = true; })));
+    EXPECT_TRUE(absl::IsAborted((*c)->RunTensorWork(1, [&] { ran = true; })));
     EXPECT_FALSE(ran);  // refused once the round closed: not run, not left waiting
   }
   torch::set_num_threads(threads_before);
