@@ -191,7 +191,7 @@ absl::StatusOr<std::vector<double>> DistanceAware::Weights(
 
 double LayerwiseQuality::Depth(const std::string& entry) const {
   std::string name = entry;
-  for (const char* prefix : {"front.", "back."})
+  for (const char* prefix : {kFrontPrefix, kBackPrefix})
     if (name.rfind(prefix, 0) == 0) name = name.substr(std::string(prefix).size());
   name = name.substr(0, name.find('.'));
   for (size_t i = 0; i < unit_order_.size(); ++i)

@@ -38,18 +38,6 @@ bool Retryable(const absl::Status& s) {
 // The site's registration must be made again before it can take part.
 bool MustRejoin(const absl::Status& s) { return absl::IsUnavailable(s) || absl::IsNotFound(s); }
 
-// Loads the "front."- and "back."-prefixed entries of a round's state into the client parts
-// (other entries, such as SplitFed-CL's "loss." weights, are not theirs).
-absl::Status LoadClientParts(const NamedTensors& state, SplitModel& parts) {
-  NamedTensors front, back;
-  for (const auto& [key, t] : state) {
-    if (key.rfind("front.", 0) == 0) front[key.substr(6)] = t;
-    if (key.rfind("back.", 0) == 0) back[key.substr(5)] = t;
-  }
-  if (auto s = LoadState(*parts.front, front); !s.ok()) return s;
-  return LoadState(*parts.back, back);
-}
-
 // The coordinator's body as seen through one Split stream. Activations that come out of a
 // ReLU travel without their zeros, and so do their gradients (docs/PROTOCOL.md, "Sparse
 // layouts"): a1 when `front_rectified`, a2 whenever the coordinator sends it that way.
@@ -352,7 +340,7 @@ struct SiteClient::Impl {
         plan.learned_loss_weights = run_method.learned_loss_weights;
         plan.threshold = run_method.threshold;
         plan.seed = settings.shuffle_seed() ^ 0x5eedc0de;
-        auto s = state.find("loss.log_variances");
+        auto s = state.find(kLossLogVariances);
         auto owned = std::make_unique<colearning::CoLearningObjective>(
             plan, *outputs, train, s != state.end() ? s->second : torch::zeros({3}));
         colearning = owned.get();
@@ -416,15 +404,15 @@ struct SiteClient::Impl {
       sc->set_boundary_noise(boundary_noise);
       bool ok = writer->Write(chunk);
       // SplitFed-CL's loss weights travel (and are averaged) with the back.
-      if (state.count("loss.log_variances") && ok) {
+      if (state.count(kLossLogVariances) && ok) {
         chunk.Clear();
         const torch::Tensor s = colearning ? colearning->log_variances()
-                                           : state.at("loss.log_variances");
-        if (auto st = EncodeStateEntry("loss.log_variances", s, chunk.mutable_state()); !st.ok())
+                                           : state.at(kLossLogVariances);
+        if (auto st = EncodeStateEntry(kLossLogVariances, s, chunk.mutable_state()); !st.ok())
           return st;
         ok = writer->Write(chunk);
       }
-      for (const auto& [prefix, part] : {std::pair{"front.", parts.front}, {"back.", parts.back}})
+      for (const auto& [prefix, part] : {std::pair{kFrontPrefix, parts.front}, {kBackPrefix, parts.back}})
         for (const auto& [key, t] : ExtractState(*part)) {
           if (!ok) break;
           chunk.Clear();

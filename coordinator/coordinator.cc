@@ -23,22 +23,6 @@ int64_t NowUnixMs() {
       .count();
 }
 
-// Front and back travel together, their names prefixed by the part.
-NamedTensors ClientState(SplitModel& m) {
-  NamedTensors out;
-  for (auto& [name, t] : ExtractState(*m.front)) out["front." + name] = t;
-  for (auto& [name, t] : ExtractState(*m.back)) out["back." + name] = t;
-  return out;
-}
-
-// Splits a prefixed client state back into the front's and the back's.
-void SplitClientState(const NamedTensors& state, NamedTensors* front, NamedTensors* back) {
-  for (const auto& [name, t] : state) {
-    if (name.rfind("front.", 0) == 0) (*front)[name.substr(6)] = t;
-    if (name.rfind("back.", 0) == 0) (*back)[name.substr(5)] = t;
-  }
-}
-
 // Bad values from the network must never reach autograd as an exception.
 template <typename Fn>
 absl::StatusOr<torch::Tensor> Guarded(const std::string& what, Fn&& fn) {
@@ -135,7 +119,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   torch::manual_seed(options.seed);
   c->global_ = MakeSplitModel(options.model, options.split);
   if (options.method.name == "splitfed-cl" && options.method.learned_loss_weights)
-    c->extra_state_["loss.log_variances"] = torch::zeros({3});  // s_rel, s_unrel, s_cons
+    c->extra_state_[kLossLogVariances] = torch::zeros({3});  // s_rel, s_unrel, s_cons
   c->client_template_.site = "global";
   c->client_template_.num_images = 1;
   c->client_template_.state = c->ClientStateLocked();
@@ -361,7 +345,7 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
 }
 
 NamedTensors Coordinator::ClientStateLocked() {
-  NamedTensors state = ClientState(global_);
+  NamedTensors state = ClientPartsState(global_);
   for (const auto& [name, t] : extra_state_) state[name] = t.clone();
   return state;
 }
@@ -685,7 +669,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
                                             : rule.Aggregate(body_updates);
     if (!body.ok()) return body.status();
     NamedTensors front, back;
-    SplitClientState(*client, &front, &back);
+    SplitClientPartsState(*client, &front, &back);
     std::lock_guard<std::mutex> relock(mutex_);
     if (auto s = LoadState(*global_.front, front); !s.ok()) return s;
     if (auto s = LoadState(*global_.back, back); !s.ok()) return s;

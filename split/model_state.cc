@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "split/unet.h"
 
 namespace splitfed {
 
@@ -36,6 +38,27 @@ absl::Status LoadState(torch::nn::Module& module, const NamedTensors& state) {
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) target.copy_(state.at(name));
   return absl::OkStatus();
+}
+
+NamedTensors ClientPartsState(const SplitModel& model) {
+  NamedTensors out;
+  for (auto& [name, t] : ExtractState(*model.front)) out[kFrontPrefix + name] = t;
+  for (auto& [name, t] : ExtractState(*model.back)) out[kBackPrefix + name] = t;
+  return out;
+}
+
+void SplitClientPartsState(const NamedTensors& state, NamedTensors* front, NamedTensors* back) {
+  for (const auto& [name, t] : state) {
+    if (absl::StartsWith(name, kFrontPrefix)) (*front)[name.substr(sizeof(kFrontPrefix) - 1)] = t;
+    if (absl::StartsWith(name, kBackPrefix)) (*back)[name.substr(sizeof(kBackPrefix) - 1)] = t;
+  }
+}
+
+absl::Status LoadClientParts(const NamedTensors& state, SplitModel& model) {
+  NamedTensors front, back;
+  SplitClientPartsState(state, &front, &back);
+  if (auto s = LoadState(*model.front, front); !s.ok()) return s;
+  return LoadState(*model.back, back);
 }
 
 }  // namespace splitfed

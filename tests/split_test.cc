@@ -338,5 +338,24 @@ TEST(Loss, RejectsMismatchedTargets) {
   EXPECT_THROW(SegmentationLoss(logits, torch::zeros({2, 2}, torch::kLong)), c10::Error);
 }
 
+TEST(ClientPartsState, RoundTripsTheFrontAndBackAndSkipsOtherEntries) {
+  const UNetConfig config{1, 2, 4, 2};
+  torch::manual_seed(3);
+  SplitModel from = MakeSplitModel(config, SplitSpec::Deep());
+  torch::manual_seed(4);
+  SplitModel to = MakeSplitModel(config, SplitSpec::Deep());
+  NamedTensors state = ClientPartsState(from);
+  ASSERT_FALSE(state.empty());
+  for (const auto& [name, t] : state)
+    EXPECT_TRUE(name.rfind(kFrontPrefix, 0) == 0 || name.rfind(kBackPrefix, 0) == 0) << name;
+  EXPECT_EQ(state.size(), ExtractState(*from.front).size() + ExtractState(*from.back).size());
+  state[kLossLogVariances] = torch::zeros({3});  // travels beside the parts, is neither's
+  ASSERT_TRUE(LoadClientParts(state, to).ok());
+  for (const auto& [name, t] : ClientPartsState(to))
+    EXPECT_TRUE(torch::equal(t, state.at(name))) << name;
+  state.erase(state.begin());
+  EXPECT_FALSE(LoadClientParts(state, to).ok()) << "an entry missing is refused";
+}
+
 }  // namespace
 }  // namespace splitfed
