@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "colearning/site_objective.h"
+#include "proto/grpc_status.h"
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "provision/certificates.h"
@@ -20,11 +21,6 @@
 
 namespace splitfed {
 namespace {
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
-}
 
 // Decided by status code alone. UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED: the connection;
 // ABORTED: a message for a round that closed (wait for the next); NOT_FOUND: the coordinator
@@ -222,7 +218,7 @@ struct SiteClient::Impl {
     request.set_num_images(train.size());
     v1::JoinReply reply;
     grpc::Status s = federation->Join(&context, request, &reply);
-    if (!s.ok()) return FromGrpc(s, "join");
+    if (!s.ok()) return FromGrpcStatus(s, "join");
     const v1::ModelSpec& m = reply.model();
     model = {m.in_channels(), m.num_classes(), m.base_width(), m.depth()};
     cut = {m.front_units(), m.back_units()};
@@ -276,7 +272,7 @@ struct SiteClient::Impl {
       }
       grpc::Status s = reader->Finish();
       if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && !stopping) continue;
-      if (!s.ok()) return FromGrpc(s, "wait for round");
+      if (!s.ok()) return FromGrpcStatus(s, "wait for round");
       if (!ended || settings.round() < 1)
         return absl::UnavailableError("the round announcement was cut short");
       announced = true;
@@ -311,7 +307,7 @@ struct SiteClient::Impl {
     auto fail_stream = [&](const absl::Status& why) -> absl::Status {
       stream->WritesDone();
       grpc::Status s = stream->Finish();
-      return s.ok() ? why : FromGrpc(s, "split training");
+      return s.ok() ? why : FromGrpcStatus(s, "split training");
     };
     std::unique_ptr<BatchObjective> objective;
     colearning::CoLearningObjective* colearning = nullptr;
@@ -383,7 +379,7 @@ struct SiteClient::Impl {
     }
     stream->WritesDone();
     grpc::Status finished = stream->Finish();
-    if (!finished.ok()) return FromGrpc(finished, "split training");
+    if (!finished.ok()) return FromGrpcStatus(finished, "split training");
 
     // 4. Submit the trained front and back with the round's scalars.
     {
@@ -421,7 +417,7 @@ struct SiteClient::Impl {
         }
       writer->WritesDone();
       grpc::Status s = writer->Finish();
-      if (!s.ok()) return FromGrpc(s, "submit update");
+      if (!s.ok()) return FromGrpcStatus(s, "submit update");
     }
     summary->rounds_completed = round;
     summary->last_train_loss = loss;

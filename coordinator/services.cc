@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "proto/grpc_status.h"
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "splitfed/v1/federation.grpc.pb.h"
@@ -28,10 +29,6 @@ void WriteSiteMethod(const MethodOptions& m, const RoundTicket& ticket, v1::Site
   method.consistency_weight = ticket.consistency_weight;
   method.distil = ticket.distil;
   EncodeSiteMethod(method, out);
-}
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
 // Who is calling: the certificate's common name under TLS, the request header when insecure.
@@ -119,7 +116,7 @@ class RoundLongPolls {
     }
     absl::StatusOr<std::optional<RoundTicket>> polled = coordinator_->PollRound(call->site());
     if (!polled.ok()) {
-      call->End(ToGrpc(polled.status()));
+      call->End(ToGrpcStatus(polled.status()));
       return true;
     }
     if (polled->has_value()) {
@@ -207,7 +204,7 @@ struct CoordinatorServer::Services {
                                                         const v1::WaitRoundRequest*) override {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
       if (!site.ok())
-        return new FailedCall<grpc::ServerWriteReactor<v1::RoundChunk>>(ToGrpc(site.status()));
+        return new FailedCall<grpc::ServerWriteReactor<v1::RoundChunk>>(ToGrpcStatus(site.status()));
       auto* call = new RoundCall(s_, *site);
       s_->long_polls->Park(call);
       return call;
@@ -217,7 +214,7 @@ struct CoordinatorServer::Services {
                                                            v1::SubmitReply* reply) override {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
       if (!site.ok())
-        return new FailedCall<grpc::ServerReadReactor<v1::UpdateChunk>>(ToGrpc(site.status()));
+        return new FailedCall<grpc::ServerReadReactor<v1::UpdateChunk>>(ToGrpcStatus(site.status()));
       return new UpdateCall(s_, context, *site, reply);
     }
 
@@ -225,7 +222,7 @@ struct CoordinatorServer::Services {
                                         const v1::HeartbeatRequest*,
                                         v1::HeartbeatReply* reply) override {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return AnswerNow(context, ToGrpc(site.status()));
+      if (!site.ok()) return AnswerNow(context, ToGrpcStatus(site.status()));
       s_->coordinator->Heartbeat(*site);
       reply->set_current_round(s_->coordinator->current_round());
       return AnswerNow(context, grpc::Status::OK);
@@ -235,10 +232,10 @@ struct CoordinatorServer::Services {
     grpc::Status DoJoin(grpc::CallbackServerContext* context, const v1::JoinRequest& request,
                         v1::JoinReply* reply) {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return ToGrpc(site.status());
+      if (!site.ok()) return ToGrpcStatus(site.status());
       if (auto st = s_->coordinator->Join(*site, request.num_images()); !st.ok()) {
         LOG(WARNING) << "event=join_refused site=" << *site << " reason=\"" << st.message() << "\"";
-        return ToGrpc(st);
+        return ToGrpcStatus(st);
       }
       LOG(INFO) << "event=join site=" << *site << " images=" << request.num_images();
       const RunOptions& o = s_->coordinator->options();
@@ -310,7 +307,7 @@ struct CoordinatorServer::Services {
           const auto& [name, t] = *next_entry_++;
           if (auto st = EncodeStateEntry(name, t, chunk_.mutable_state()); !st.ok()) {
             s_->coordinator->MarkFailed(site_, ticket_.round, std::string(st.message()));
-            return Finish(ToGrpc(st));
+            return Finish(ToGrpcStatus(st));
           }
         } else {
           chunk_.set_end(true);
@@ -385,7 +382,7 @@ struct CoordinatorServer::Services {
                      << "\"";
         s_->coordinator->MarkFailed(site_, submission_.round,
                                     absl::StrCat("update refused: ", st.message()));
-        Finish(ToGrpc(st));
+        Finish(ToGrpcStatus(st));
       }
 
       // The stream ended: a whole update (unless the site went away on the way).
@@ -402,7 +399,7 @@ struct CoordinatorServer::Services {
         if (auto st = s_->coordinator->Submit(site_, std::move(submission_)); !st.ok()) {
           LOG(WARNING) << "event=update_refused site=" << site_ << " round=" << round
                        << " reason=\"" << st.message() << "\"";
-          return Finish(ToGrpc(st));
+          return Finish(ToGrpcStatus(st));
         }
         LOG(INFO) << "event=update site=" << site_ << " round=" << round << " bytes=" << bytes_;
         reply_->set_accepted(true);
@@ -433,7 +430,7 @@ struct CoordinatorServer::Services {
                        grpc::ServerReaderWriter<v1::SplitMessage, v1::SplitMessage>* stream)
         override {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
-      if (!site.ok()) return ToGrpc(site.status());
+      if (!site.ok()) return ToGrpcStatus(site.status());
       v1::SplitMessage in, out;
       SplitStepCodec codec(body_output_rectified_);
       int64_t round = 0, bytes_in = 0, bytes_out = 0;
@@ -444,7 +441,7 @@ struct CoordinatorServer::Services {
                      << st.message() << "\"";
         s_->coordinator->MarkFailed(*site, round, std::string(st.message()));
         s_->coordinator->CountBytes(*site, bytes_in, bytes_out);
-        return ToGrpc(st);
+        return ToGrpcStatus(st);
       };
       while (stream->Read(&in)) {
         bytes_in += in.ByteSizeLong();
@@ -535,14 +532,14 @@ struct CoordinatorServer::Services {
    private:
     grpc::Status Answer(grpc::CallbackServerContext* context, v1::StatusReply* reply) {
       absl::StatusOr<std::string> caller = CallerName(context, s_->tls);
-      if (!caller.ok()) return ToGrpc(caller.status());
+      if (!caller.ok()) return ToGrpcStatus(caller.status());
       if (s_->tls && *caller != "admin")
         return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                             "status needs the administrator's certificate");
       if (!s_->store)
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this coordinator keeps no run store");
       auto runs = s_->store->Runs();
-      if (!runs.ok()) return ToGrpc(runs.status());
+      if (!runs.ok()) return ToGrpcStatus(runs.status());
       for (const RunRecord& run : *runs) {
         v1::RunStatus* r = reply->add_runs();
         r->set_id(run.id);
