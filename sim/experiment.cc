@@ -355,8 +355,12 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   }
   ExperimentConfig c;
   c.noise.clear();
+  // Absolute, so that the resolved config.toml an experiment saves still finds its data
+  // when `--resume` reads it from the output folder.
   auto path = [&](const std::string& p) {
-    return p.empty() || fs::path(p).is_absolute() ? p : (fs::path(base_folder) / p).string();
+    return p.empty() || fs::path(p).is_absolute()
+               ? p
+               : fs::absolute(fs::path(base_folder) / p).lexically_normal().string();
   };
   auto sub = [&](const char* name) -> absl::StatusOr<const toml::table*> {
     const toml::node* n = doc.get(name);

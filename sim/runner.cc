@@ -163,6 +163,11 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
     if (!all.ok()) return all.status();
     if (auto s = WriteResults(c, *all); !s.ok()) return s;
   }
+  if (plan.empty()) {  // a --resume of a finished experiment rewrites its report
+    absl::StatusOr<std::vector<RunResult>> all = LoadRuns(c);
+    if (!all.ok()) return all.status();
+    if (auto s = WriteResults(c, *all); !s.ok()) return s;
+  }
   return finished;
 }
 

@@ -81,6 +81,19 @@ TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
   EXPECT_EQ(back->noise[1].sites[2].Describe(), "dilation+missing 50% sev 0.7 expand");
 }
 
+TEST(ExperimentFile, RelativeDataPathsSurviveTheSavedCopyInAnotherFolder) {
+  // `--resume` reads the config.toml saved in the output folder: the data root written
+  // there must not be re-resolved against that folder.
+  const std::string text = "[data]\nkind = \"folder\"\nroot = \"../data/set\"\n";
+  absl::StatusOr<ExperimentConfig> first = ParseExperiment(text, "examples/e.toml", "/work/examples");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->root, "/work/data/set");
+  absl::StatusOr<ExperimentConfig> saved =
+      ParseExperiment(ExperimentToToml(*first), "results/config.toml", "/elsewhere/results");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->root, "/work/data/set");
+}
+
 TEST(ExperimentFile, VariantsRunAMethodWithOtherOptionsUnderTheirOwnName) {
   auto c = Parse(R"(
 [experiment]
@@ -456,6 +469,10 @@ TEST(Report, DetectionIsPooledOverSiteRoundsAfterTheWarmUp) {
   EXPECT_DOUBLE_EQ(rows[0].detection_recall, 9.0 / 10);
   run.rounds = {warm_up};
   EXPECT_EQ(Summarize({run})[0].detection_recall, -1) << "nothing scored: undefined";
+  after.sites = {site(3, 0, 0), site(2, 0, 0)};  // real annotators: no known corrupted mask
+  run.rounds = {warm_up, after};
+  EXPECT_EQ(Summarize({run})[0].detection_precision, -1) << "no truth to score flags against";
+  EXPECT_EQ(Summarize({run})[0].detection_recall, -1);
 }
 
 TEST(Report, TheSummarySaysHowMuchSplitFedClRecovers) {
