@@ -222,8 +222,12 @@ std::vector<SummaryRow> Summarize(const std::vector<RunResult>& runs) {
       MeanStd(deltas, &row.delta_dice, &s);
       MeanStd(selected_deltas, &row.selected_delta_dice, &s);
     }
-    if (flagged > 0) row.detection_precision = static_cast<double>(hits) / flagged;
-    if (corrupted > 0) row.detection_recall = static_cast<double>(hits) / corrupted;
+    // Without any known corrupted mask (clean labels, real annotators) there is no truth to
+    // score flags against: precision would read 0 whatever the flags were worth.
+    if (corrupted > 0) {
+      if (flagged > 0) row.detection_precision = static_cast<double>(hits) / flagged;
+      row.detection_recall = static_cast<double>(hits) / corrupted;
+    }
     rows.push_back(row);
   }
   return rows;
@@ -386,7 +390,9 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
       "ΔDice is against the clean oracle with the same seeds (Dice points ×100). "
       "\"Selected\" is the test Dice at the round with the lowest mean validation loss of the "
       "sites (on their own masks), as a consortium without test labels would pick it. "
-      "Detection: precision / recall of SplitFed-CL's flags against the corrupted masks.\n\n"
+      "Detection: precision / recall of SplitFed-CL's flags against the corrupted masks after "
+      "the warm-up, pooled over sites, rounds and seeds; – where there are no known corrupted "
+      "masks (clean labels, real annotators).\n\n"
       "| method | noise | seeds | Dice | IoU | HD95 (px) | ΔDice | Dice (selected) | "
       "ΔDice (selected) | detection P / R |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n");
