@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 
@@ -57,7 +58,7 @@ NamedTensors WeightedAverage(const std::vector<SiteUpdate>& updates,
 }
 
 absl::StatusOr<NamedTensors> Aggregator::Aggregate(const std::vector<SiteUpdate>& updates) const {
-  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateUpdates(updates));
   absl::StatusOr<std::vector<double>> weights = Weights(updates);
   if (!weights.ok()) return weights.status();
   return WeightedAverage(updates, *weights);
@@ -118,7 +119,7 @@ std::vector<double> Uniform(size_t k) { return std::vector<double>(k, 1.0 / k); 
 template <typename Combine>
 absl::StatusOr<NamedTensors> PerCoordinate(const std::vector<SiteUpdate>& updates,
                                            Combine&& combine) {
-  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateUpdates(updates));
   NamedTensors out;
   for (const auto& [name, ref] : updates.front().state) {
     std::vector<torch::Tensor> values;
@@ -166,7 +167,7 @@ absl::StatusOr<std::vector<double>> DistanceAware::Weights(
   std::vector<size_t> clean, noisy;
   for (size_t k = 0; k < updates.size(); ++k) (updates[k].flagged_noisy ? noisy : clean).push_back(k);
   if (clean.empty() || noisy.empty()) return FedAvg().Weights(updates);
-  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateUpdates(updates));
   auto distance = [&](const SiteUpdate& a, const SiteUpdate& b) {
     double sum = 0;
     for (const auto& [name, t] : a.state)
@@ -214,7 +215,7 @@ absl::StatusOr<std::vector<double>> LayerwiseQuality::Weights(
 
 absl::StatusOr<NamedTensors> LayerwiseQuality::Aggregate(
     const std::vector<SiteUpdate>& updates) const {
-  if (auto s = ValidateUpdates(updates); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateUpdates(updates));
   absl::StatusOr<std::vector<double>> quality = Weights(updates);
   if (!quality.ok()) return quality.status();
   absl::StatusOr<std::vector<double>> quantity = FedAvg().Weights(updates);

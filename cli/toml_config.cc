@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "status/status_macros.h"
 
 namespace splitfed::cli {
 namespace fs = std::filesystem;
@@ -21,7 +22,7 @@ absl::Status Flatten(const toml::table& table, const std::string& prefix, const 
     const std::string name = prefix.empty() ? std::string(key.str())
                                             : absl::StrCat(prefix, ".", std::string(key.str()));
     if (const toml::table* sub = node.as_table()) {
-      if (auto s = Flatten(*sub, name, path, allowed, out); !s.ok()) return s;
+      RETURN_IF_ERROR(Flatten(*sub, name, path, allowed, out));
       continue;
     }
     if (!allowed.count(name))
@@ -94,7 +95,7 @@ absl::StatusOr<TomlValues> ReadToml(const std::string& path, const std::set<std:
   out.folder = fs::absolute(path).parent_path().string();
   try {
     const toml::table table = toml::parse_file(path);
-    if (auto s = Flatten(table, "", path, allowed, &out); !s.ok()) return s;
+    RETURN_IF_ERROR(Flatten(table, "", path, allowed, &out));
   } catch (const toml::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", int64_t(e.source().begin.line), ": ",
                                                    std::string(e.description())));

@@ -18,6 +18,7 @@
 #include "split/model_state.h"
 #include "split/trainer.h"
 #include "splitfed/v1/federation.grpc.pb.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -53,7 +54,7 @@ class StreamBody : public BodyLink {
   }
   absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
     v1::SplitMessage out;
-    if (auto s = codec_.EncodeGradient(g2, encoding_, out.mutable_tensor()); !s.ok()) return s;
+    RETURN_IF_ERROR(codec_.EncodeGradient(g2, encoding_, out.mutable_tensor()));
     absl::StatusOr<v1::SplitMessage> in = Exchange(v1::SplitMessage::GRADIENT, &out);
     if (!in.ok()) return in.status();
     return codec_.DecodeGradient(in->tensor(), Limits(out, shapes_.a1), "g1");
@@ -267,7 +268,7 @@ struct SiteClient::Impl {
         if (chunk.has_finished()) return false;
         if (chunk.has_settings()) settings = chunk.settings();
         if (chunk.has_state())
-          if (auto s = DecodeStateEntry(chunk.state(), &state); !s.ok()) return s;
+          RETURN_IF_ERROR(DecodeStateEntry(chunk.state(), &state));
         if (chunk.has_end()) ended = true;
       }
       grpc::Status s = reader->Finish();
@@ -283,7 +284,7 @@ struct SiteClient::Impl {
 
     // 2. Build the client parts from the global weights.
     SplitModel parts = MakeSplitModel(model, cut);
-    if (auto s = LoadClientParts(state, parts); !s.ok()) return s;
+    RETURN_IF_ERROR(LoadClientParts(state, parts));
     TrainerOptions trainer_options;
     trainer_options.learning_rate = settings.learning_rate();
     trainer_options.batch_size = settings.batch_size();
@@ -412,7 +413,7 @@ struct SiteClient::Impl {
         for (const auto& [key, t] : ExtractState(*part)) {
           if (!ok) break;
           chunk.Clear();
-          if (auto s = EncodeStateEntry(prefix + key, t, chunk.mutable_state()); !s.ok()) return s;
+          RETURN_IF_ERROR(EncodeStateEntry(prefix + key, t, chunk.mutable_state()));
           ok = writer->Write(chunk);
         }
       writer->WritesDone();

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "split/model_file.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -98,7 +99,7 @@ absl::Status RunOptions::Validate() const {
   if (!(round_deadline_seconds > 0)) return bad("round_deadline_seconds must be positive");
   if (!(round_open_wait_seconds >= 0)) return bad("round_open_wait_seconds must be >= 0");
   if (auto s = CutShapes(model, split, image_size, image_size); !s.ok()) return s.status();
-  if (auto s = method.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(method.Validate());
   return MakeAggregator(AggregationRule()).status();
 }
 
@@ -109,7 +110,7 @@ Coordinator::~Coordinator() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOptions& options,
                                                                   RunStore* store) {
-  if (auto s = options.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<Coordinator> c(new Coordinator(options, store));
   c->shapes_ = *CutShapes(options.model, options.split, options.image_size, options.image_size);
   std::vector<std::string> unit_order;
@@ -244,8 +245,8 @@ absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
     const std::string& site, int64_t round, const torch::Tensor& input,
     const std::vector<int64_t>& per_image_shape, const char* what,
     absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&)) {
-  if (auto s = CheckBatchShape(input, per_image_shape, what); !s.ok()) return s;
-  if (auto s = WaitForTurn(site, round); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckBatchShape(input, per_image_shape, what));
+  RETURN_IF_ERROR(WaitForTurn(site, round));
   auto p = ActiveParticipant(site, round);
   if (!p.ok()) return p.status();
   return TensorWorkResult(round, [&] {
@@ -276,7 +277,7 @@ absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void(
 absl::StatusOr<torch::Tensor> Coordinator::TensorWorkResult(
     int64_t round, const std::function<absl::StatusOr<torch::Tensor>()>& work) {
   absl::StatusOr<torch::Tensor> result;
-  if (auto s = RunTensorWork(round, [&] { result = work(); }); !s.ok()) return s;
+  RETURN_IF_ERROR(RunTensorWork(round, [&] { result = work(); }));
   return result;
 }
 
@@ -333,7 +334,7 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
   if (!options_.method.UsesTeacher())
     return absl::FailedPreconditionError(absl::StrCat(
         "method '", options_.method.name, "' has no teacher: TEACHER messages are refused"));
-  if (auto s = CheckBatchShape(a1, shapes_.a1, "a1"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckBatchShape(a1, shapes_.a1, "a1"));
   if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
   return TensorWorkResult(round, [&] {
     std::lock_guard<std::mutex> lock(teacher_mutex_);
@@ -562,7 +563,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   auto fresh_body = [&]() -> absl::StatusOr<std::shared_ptr<LocalBody>> {
     UNetSegment body(options_.model, options_.split.front_units,
                      options_.split.BodyEnd(options_.model));
-    if (auto s = LoadState(*body, body_state); !s.ok()) return s;
+    RETURN_IF_ERROR(LoadState(*body, body_state));
     return std::make_shared<LocalBody>(body, options_.learning_rate);
   };
   std::shared_ptr<LocalBody> shared_body;
@@ -671,9 +672,9 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     NamedTensors front, back;
     SplitClientPartsState(*client, &front, &back);
     std::lock_guard<std::mutex> relock(mutex_);
-    if (auto s = LoadState(*global_.front, front); !s.ok()) return s;
-    if (auto s = LoadState(*global_.back, back); !s.ok()) return s;
-    if (auto s = LoadState(*global_.body, *body); !s.ok()) return s;
+    RETURN_IF_ERROR(LoadState(*global_.front, front));
+    RETURN_IF_ERROR(LoadState(*global_.back, back));
+    RETURN_IF_ERROR(LoadState(*global_.body, *body));
     for (auto& [name, t] : extra_state_) t = client->at(name).clamp(-5, 5);
     // FedNoRo decides once, on the last warm-up round's reports, as the original does.
     if (warm_up && !client_updates.empty()) {
@@ -718,7 +719,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
         m.note = p->failure;
       }
       if (!enough && p->submitted) m.note = "round retried: too few sites submitted";
-      if (auto s = store_->RecordSiteMetrics(m); !s.ok()) return s;
+      RETURN_IF_ERROR(store_->RecordSiteMetrics(m));
     }
     if (auto s = store_->FinishRound(run_id_, round, enough ? "completed" : "retried", checkpoint);
         !s.ok())

@@ -17,6 +17,7 @@
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "splitfed/v1/federation.grpc.pb.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -597,9 +598,9 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std:
     return absl::OkStatus();
   };
   TlsFiles files;
-  if (auto s = read(certificate, &files.certificate_pem); !s.ok()) return s;
-  if (auto s = read(key, &files.private_key_pem); !s.ok()) return s;
-  if (auto s = read(ca, &files.ca_certificate_pem); !s.ok()) return s;
+  RETURN_IF_ERROR(read(certificate, &files.certificate_pem));
+  RETURN_IF_ERROR(read(key, &files.private_key_pem));
+  RETURN_IF_ERROR(read(ca, &files.ca_certificate_pem));
   return files;
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "datasets/png_io.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace fs = std::filesystem;
@@ -72,7 +73,7 @@ absl::Status FolderDatasetOptions::Validate() const {
 }
 
 absl::StatusOr<SegmentationSet> LoadFolderDataset(const FolderDatasetOptions& o) {
-  if (auto s = o.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(o.Validate());
   const fs::path image_dir = fs::path(o.root) / "images";
   const fs::path mask_dir = fs::path(o.root) / o.masks_dir;
   std::error_code ec;

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -114,7 +115,7 @@ torch::Tensor ApplyAppearance(const torch::Tensor& image, const ScannerAppearanc
 }
 
 absl::StatusOr<SegmentationSet> GeneratePhantoms(const PhantomOptions& o) {
-  if (auto s = o.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(o.Validate());
   const int64_t h = o.height, w = o.width;
   torch::Tensor images = torch::empty({o.count, 1, h, w});
   torch::Tensor masks = torch::empty({o.count, h, w}, torch::kLong);

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -128,7 +129,7 @@ absl::StatusOr<PemPair> MakeCertificateAuthority(const std::string& name, int va
        std::vector<std::pair<int, std::string>>{{NID_basic_constraints, "critical,CA:TRUE"},
                                                 {NID_key_usage, "critical,keyCertSign,cRLSign"},
                                                 {NID_subject_key_identifier, "hash"}})
-    if (auto s = AddExtension(cert->get(), cert->get(), nid, value); !s.ok()) return s;
+    RETURN_IF_ERROR(AddExtension(cert->get(), cert->get(), nid, value));
   if (!X509_sign(cert->get(), key->get(), EVP_sha256())) return Fail("signing the CA");
   return PemPair{ToPem(cert->get()), ToPem(key->get())};
 }
@@ -160,7 +161,7 @@ absl::StatusOr<PemPair> IssueCertificate(const PemPair& ca, const CertificateReq
   if (!alt_names.empty())
     extensions.push_back({NID_subject_alt_name, absl::StrJoin(alt_names, ",")});
   for (const auto& [nid, value] : extensions)
-    if (auto s = AddExtension(cert->get(), ca_cert->get(), nid, value); !s.ok()) return s;
+    RETURN_IF_ERROR(AddExtension(cert->get(), ca_cert->get(), nid, value));
   if (!X509_sign(cert->get(), ca_key->get(), EVP_sha256()))
     return Fail("signing the certificate of " + request.common_name);
   return PemPair{ToPem(cert->get()), ToPem(key->get())};

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "provision/certificates.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace fs = std::filesystem;
@@ -90,7 +91,7 @@ absl::Status ProvisionFederation(const KitOptions& o) {
   if (o.sites.empty()) return absl::InvalidArgumentError("provision: --sites names no site");
   std::set<std::string> seen;
   for (const std::string& site : o.sites) {
-    if (auto s = ValidateSiteName(site); !s.ok()) return s;
+    RETURN_IF_ERROR(ValidateSiteName(site));
     if (!seen.insert(site).second)
       return absl::InvalidArgumentError(absl::StrCat("site '", site, "' is listed twice"));
   }
@@ -104,17 +105,17 @@ absl::Status ProvisionFederation(const KitOptions& o) {
 
   absl::StatusOr<PemPair> ca = MakeCertificateAuthority("SplitFed federation CA", 10 * 365);
   if (!ca.ok()) return ca.status();
-  if (auto s = WriteFile(out / "ca" / "ca.crt", ca->certificate, false); !s.ok()) return s;
-  if (auto s = WriteFile(out / "ca" / "ca.key", ca->private_key, true); !s.ok()) return s;
+  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.crt", ca->certificate, false));
+  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.key", ca->private_key, true));
 
   auto write_kit = [&](const fs::path& dir, const std::string& stem,
                        const CertificateRequest& request, const std::string& toml,
                        const std::string& toml_name) -> absl::Status {
     absl::StatusOr<PemPair> pair = IssueCertificate(*ca, request);
     if (!pair.ok()) return pair.status();
-    if (auto s = WriteFile(dir / (stem + ".crt"), pair->certificate, false); !s.ok()) return s;
-    if (auto s = WriteFile(dir / (stem + ".key"), pair->private_key, true); !s.ok()) return s;
-    if (auto s = WriteFile(dir / "ca.crt", ca->certificate, false); !s.ok()) return s;
+    RETURN_IF_ERROR(WriteFile(dir / (stem + ".crt"), pair->certificate, false));
+    RETURN_IF_ERROR(WriteFile(dir / (stem + ".key"), pair->private_key, true));
+    RETURN_IF_ERROR(WriteFile(dir / "ca.crt", ca->certificate, false));
     return WriteFile(dir / toml_name, toml, false);
   };
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "status/status_macros.h"
 
 namespace splitfed::sim {
 namespace fs = std::filesystem;
@@ -111,11 +112,6 @@ class TableReader {
   std::set<std::string> known_;
 };
 
-#define SIM_RETURN_IF_ERROR(expr)      \
-  do {                                 \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
-
 absl::StatusOr<std::vector<NoiseModel>> ParseModels(const std::string& text) {
   std::vector<NoiseModel> models;
   if (text.empty() || text == "none") return models;
@@ -139,18 +135,18 @@ std::string ModelsText(const std::vector<NoiseModel>& models) {
 absl::Status ReadSiteNoise(TableReader& r, const std::string& source, SiteNoise* out,
                            std::string* bias_text) {
   std::string model = ModelsText(out->models);
-  SIM_RETURN_IF_ERROR(r.String("model", &model));
+  RETURN_IF_ERROR(r.String("model", &model));
   absl::StatusOr<std::vector<NoiseModel>> models = ParseModels(model);
   if (!models.ok()) return Bad(source, r.Key("model"), std::string(models.status().message()));
   out->models = *models;
-  SIM_RETURN_IF_ERROR(r.Double("image_fraction", &out->image_fraction, 0, 1));
-  SIM_RETURN_IF_ERROR(r.Double("severity", &out->severity, 0, 1));
+  RETURN_IF_ERROR(r.Double("image_fraction", &out->image_fraction, 0, 1));
+  RETURN_IF_ERROR(r.Double("severity", &out->severity, 0, 1));
   std::string amplitude = BoundaryAmplitudeName(out->amplitude);
-  SIM_RETURN_IF_ERROR(r.String("amplitude", &amplitude));
+  RETURN_IF_ERROR(r.String("amplitude", &amplitude));
   absl::StatusOr<BoundaryAmplitude> a = ParseBoundaryAmplitude(amplitude);
   if (!a.ok()) return Bad(source, r.Key("amplitude"), std::string(a.status().message()));
   out->amplitude = *a;
-  SIM_RETURN_IF_ERROR(r.String("bias", bias_text));
+  RETURN_IF_ERROR(r.String("bias", bias_text));
   if (*bias_text != "alternate") {
     absl::StatusOr<NoiseBias> b = ParseNoiseBias(*bias_text);
     if (!b.ok()) return Bad(source, r.Key("bias"), std::string(b.status().message()));
@@ -163,19 +159,19 @@ absl::StatusOr<NoiseSetting> ReadNoiseSetting(const toml::table& t, const std::s
                                               const std::string& prefix, int64_t sites) {
   TableReader r(&t, source, prefix);
   NoiseSetting setting;
-  SIM_RETURN_IF_ERROR(r.String("name", &setting.name));
+  RETURN_IF_ERROR(r.String("name", &setting.name));
   if (setting.name.empty()) return Bad(source, r.Key("name"), "every noise setting needs a name");
   // Either a sweep-style description (a share of the sites, all alike) ...
   double noisy_sites = 0;
-  SIM_RETURN_IF_ERROR(r.Double("noisy_sites", &noisy_sites, 0, 1));
+  RETURN_IF_ERROR(r.Double("noisy_sites", &noisy_sites, 0, 1));
   SiteNoise noisy;
   noisy.models = {NoiseModel::kBoundary};
   noisy.image_fraction = 0.8;
   std::string bias = "alternate";
-  SIM_RETURN_IF_ERROR(ReadSiteNoise(r, source, &noisy, &bias));
+  RETURN_IF_ERROR(ReadSiteNoise(r, source, &noisy, &bias));
   // ... or one entry per site.
   const toml::node* per_site = r.Node("site");
-  SIM_RETURN_IF_ERROR(r.RejectUnknown());
+  RETURN_IF_ERROR(r.RejectUnknown());
   if (per_site) {
     const toml::array* list = per_site->as_array();
     if (!list) return Bad(source, r.Key("site"), "must be a list of tables, one per site");
@@ -188,10 +184,10 @@ absl::StatusOr<NoiseSetting> ReadNoiseSetting(const toml::table& t, const std::s
       TableReader sr(st, source, key);
       SiteNoise n;
       std::string site_bias = "mixed";
-      SIM_RETURN_IF_ERROR(ReadSiteNoise(sr, source, &n, &site_bias));
+      RETURN_IF_ERROR(ReadSiteNoise(sr, source, &n, &site_bias));
       if (site_bias == "alternate")
         return Bad(source, sr.Key("bias"), "'alternate' is for the whole setting; say shrink, expand or mixed");
-      SIM_RETURN_IF_ERROR(sr.RejectUnknown());
+      RETURN_IF_ERROR(sr.RejectUnknown());
       setting.sites.push_back(n);
     }
     return setting;
@@ -309,37 +305,37 @@ ExperimentConfig DefaultExperiment() {
 // The keys of [method], also allowed in a [[variant]]; each one left out keeps `*m`'s value.
 absl::Status ReadMethodKeys(TableReader& m, const std::string& source, MethodOptions* out) {
   MethodOptions& o = *out;
-  SIM_RETURN_IF_ERROR(m.Int("warmup_rounds", &o.warmup_rounds, 0, 100000));
-  SIM_RETURN_IF_ERROR(m.Int("warmup_patience", &o.warmup_patience, 0, 100000));
-  SIM_RETURN_IF_ERROR(m.Double("teacher_beta", &o.teacher_beta, 0, 0.999));
-  SIM_RETURN_IF_ERROR(m.Int("ramp_rounds", &o.ramp_rounds, 0, 100000));
-  SIM_RETURN_IF_ERROR(m.Double("tau_min", &o.threshold.tau_min, 0, 1));
-  SIM_RETURN_IF_ERROR(m.Double("min_gap", &o.threshold.min_gap, 0, 1e6));
-  SIM_RETURN_IF_ERROR(m.Double("separation", &o.threshold.separation, 0, 1e6));
+  RETURN_IF_ERROR(m.Int("warmup_rounds", &o.warmup_rounds, 0, 100000));
+  RETURN_IF_ERROR(m.Int("warmup_patience", &o.warmup_patience, 0, 100000));
+  RETURN_IF_ERROR(m.Double("teacher_beta", &o.teacher_beta, 0, 0.999));
+  RETURN_IF_ERROR(m.Int("ramp_rounds", &o.ramp_rounds, 0, 100000));
+  RETURN_IF_ERROR(m.Double("tau_min", &o.threshold.tau_min, 0, 1));
+  RETURN_IF_ERROR(m.Double("min_gap", &o.threshold.min_gap, 0, 1e6));
+  RETURN_IF_ERROR(m.Double("separation", &o.threshold.separation, 0, 1e6));
   std::string detection = colearning::DetectionModeName(o.threshold.detection);
-  SIM_RETURN_IF_ERROR(m.String("detection", &detection));
+  RETURN_IF_ERROR(m.String("detection", &detection));
   if (!colearning::ParseDetectionMode(detection, &o.threshold.detection))
     return Bad(source, m.Key("detection"),
                absl::StrCat("must be absolute or relative, got '", detection, "'"));
   std::string threshold = o.threshold.fixed_tau ? "fixed" : "gmm";
-  SIM_RETURN_IF_ERROR(m.String("threshold", &threshold));
+  RETURN_IF_ERROR(m.String("threshold", &threshold));
   if (threshold != "fixed" && threshold != "gmm")
     return Bad(source, m.Key("threshold"),
                absl::StrCat("must be gmm or fixed, got '", threshold, "'"));
   o.threshold.fixed_tau = threshold == "fixed";
-  SIM_RETURN_IF_ERROR(m.Double("kappa", &o.kappa, 0.01, 1));
+  RETURN_IF_ERROR(m.Double("kappa", &o.kappa, 0.01, 1));
   std::string refinement = RefinementName(o.refinement);
-  SIM_RETURN_IF_ERROR(m.String("refinement", &refinement));
+  RETURN_IF_ERROR(m.String("refinement", &refinement));
   if (auto st = ParseRefinement(refinement, &o.refinement); !st.ok())
     return Bad(source, m.Key("refinement"), std::string(st.message()));
-  SIM_RETURN_IF_ERROR(m.Bool("consistency", &o.consistency));
+  RETURN_IF_ERROR(m.Bool("consistency", &o.consistency));
   std::string weights = o.learned_loss_weights ? "learned" : "fixed";
-  SIM_RETURN_IF_ERROR(m.String("loss_weights", &weights));
+  RETURN_IF_ERROR(m.String("loss_weights", &weights));
   if (weights != "learned" && weights != "fixed")
     return Bad(source, m.Key("loss_weights"),
                absl::StrCat("must be learned or fixed, got '", weights, "'"));
   o.learned_loss_weights = weights == "learned";
-  SIM_RETURN_IF_ERROR(m.Double("distillation_weight", &o.distillation_weight, 0, 1));
+  RETURN_IF_ERROR(m.Double("distillation_weight", &o.distillation_weight, 0, 1));
   return absl::OkStatus();
 }
 
@@ -370,80 +366,80 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   };
 
   TableReader top(&doc, source, "");
-  SIM_RETURN_IF_ERROR(top.String("name", &c.name));
-  SIM_RETURN_IF_ERROR(top.String("out", &c.out_dir));
+  RETURN_IF_ERROR(top.String("name", &c.name));
+  RETURN_IF_ERROR(top.String("out", &c.out_dir));
   c.out_dir = path(c.out_dir);
   for (const char* t :
        {"data", "partition", "federation", "experiment", "method", "variant", "noise"})
     top.Node(t);
-  SIM_RETURN_IF_ERROR(top.RejectUnknown());
+  RETURN_IF_ERROR(top.RejectUnknown());
 
   absl::StatusOr<const toml::table*> data = sub("data");
   if (!data.ok()) return data.status();
   TableReader d(*data, source, "data");
   std::string kind = DatasetKindName(c.dataset);
-  SIM_RETURN_IF_ERROR(d.String("kind", &kind));
+  RETURN_IF_ERROR(d.String("kind", &kind));
   absl::StatusOr<DatasetKind> dk = ParseDatasetKind(kind);
   if (!dk.ok()) return Bad(source, "data.kind", std::string(dk.status().message()));
   c.dataset = *dk;
-  SIM_RETURN_IF_ERROR(d.String("root", &c.root));
+  RETURN_IF_ERROR(d.String("root", &c.root));
   c.root = path(c.root);
-  SIM_RETURN_IF_ERROR(d.Strings("site_roots", &c.site_roots));
+  RETURN_IF_ERROR(d.Strings("site_roots", &c.site_roots));
   for (auto& r : c.site_roots) r = path(r);
-  SIM_RETURN_IF_ERROR(d.String("masks", &c.masks));
-  SIM_RETURN_IF_ERROR(d.Strings("annotators", &c.annotators));
-  SIM_RETURN_IF_ERROR(d.Int("image_size", &c.image_size, 16, 1024));
-  SIM_RETURN_IF_ERROR(d.Int("num_classes", &c.num_classes, 2, 6));
-  SIM_RETURN_IF_ERROR(d.Int("channels", &c.channels, 1, 3));
-  SIM_RETURN_IF_ERROR(d.Int("images_per_site", &c.images_per_site, 4, 100000));
-  SIM_RETURN_IF_ERROR(d.Int("test_images", &c.test_images, 1, 100000));
-  SIM_RETURN_IF_ERROR(d.Double("test_fraction", &c.test_fraction, 0.01, 0.9));
-  SIM_RETURN_IF_ERROR(d.Double("validation_fraction", &c.validation_fraction, 0, 0.5));
-  SIM_RETURN_IF_ERROR(d.RejectUnknown());
+  RETURN_IF_ERROR(d.String("masks", &c.masks));
+  RETURN_IF_ERROR(d.Strings("annotators", &c.annotators));
+  RETURN_IF_ERROR(d.Int("image_size", &c.image_size, 16, 1024));
+  RETURN_IF_ERROR(d.Int("num_classes", &c.num_classes, 2, 6));
+  RETURN_IF_ERROR(d.Int("channels", &c.channels, 1, 3));
+  RETURN_IF_ERROR(d.Int("images_per_site", &c.images_per_site, 4, 100000));
+  RETURN_IF_ERROR(d.Int("test_images", &c.test_images, 1, 100000));
+  RETURN_IF_ERROR(d.Double("test_fraction", &c.test_fraction, 0.01, 0.9));
+  RETURN_IF_ERROR(d.Double("validation_fraction", &c.validation_fraction, 0, 0.5));
+  RETURN_IF_ERROR(d.RejectUnknown());
 
   absl::StatusOr<const toml::table*> partition = sub("partition");
   if (!partition.ok()) return partition.status();
   TableReader p(*partition, source, "partition");
   std::string pk = PartitionKindName(c.partition);
-  SIM_RETURN_IF_ERROR(p.String("kind", &pk));
+  RETURN_IF_ERROR(p.String("kind", &pk));
   absl::StatusOr<PartitionKind> pkind = ParsePartitionKind(pk);
   if (!pkind.ok()) return Bad(source, "partition.kind", std::string(pkind.status().message()));
   c.partition = *pkind;
-  SIM_RETURN_IF_ERROR(p.Double("alpha", &c.alpha, 1e-3, 1e6));
-  SIM_RETURN_IF_ERROR(p.Int("min_images", &c.min_images, 2, 100000));
-  SIM_RETURN_IF_ERROR(p.RejectUnknown());
+  RETURN_IF_ERROR(p.Double("alpha", &c.alpha, 1e-3, 1e6));
+  RETURN_IF_ERROR(p.Int("min_images", &c.min_images, 2, 100000));
+  RETURN_IF_ERROR(p.RejectUnknown());
 
   absl::StatusOr<const toml::table*> federation = sub("federation");
   if (!federation.ok()) return federation.status();
   TableReader f(*federation, source, "federation");
-  SIM_RETURN_IF_ERROR(f.Int("sites", &c.sites, 1, 1024));
-  SIM_RETURN_IF_ERROR(f.Int("rounds", &c.rounds, 1, 100000));
-  SIM_RETURN_IF_ERROR(f.Int("local_epochs", &c.local_epochs, 1, 1000));
-  SIM_RETURN_IF_ERROR(f.Int("batch_size", &c.batch_size, 2, 4096));
-  SIM_RETURN_IF_ERROR(f.Double("learning_rate", &c.learning_rate, 1e-9, 10));
-  SIM_RETURN_IF_ERROR(f.String("mode", &c.mode));
-  SIM_RETURN_IF_ERROR(f.String("transport", &c.transport));
-  SIM_RETURN_IF_ERROR(f.String("activation_encoding", &c.activation_encoding));
-  SIM_RETURN_IF_ERROR(f.Int("base_width", &c.base_width, 1, 512));
-  SIM_RETURN_IF_ERROR(f.Int("depth", &c.depth, 1, 6));
-  SIM_RETURN_IF_ERROR(f.String("split", &c.split));
+  RETURN_IF_ERROR(f.Int("sites", &c.sites, 1, 1024));
+  RETURN_IF_ERROR(f.Int("rounds", &c.rounds, 1, 100000));
+  RETURN_IF_ERROR(f.Int("local_epochs", &c.local_epochs, 1, 1000));
+  RETURN_IF_ERROR(f.Int("batch_size", &c.batch_size, 2, 4096));
+  RETURN_IF_ERROR(f.Double("learning_rate", &c.learning_rate, 1e-9, 10));
+  RETURN_IF_ERROR(f.String("mode", &c.mode));
+  RETURN_IF_ERROR(f.String("transport", &c.transport));
+  RETURN_IF_ERROR(f.String("activation_encoding", &c.activation_encoding));
+  RETURN_IF_ERROR(f.Int("base_width", &c.base_width, 1, 512));
+  RETURN_IF_ERROR(f.Int("depth", &c.depth, 1, 6));
+  RETURN_IF_ERROR(f.String("split", &c.split));
   int64_t threads = c.threads;
-  SIM_RETURN_IF_ERROR(f.Int("threads", &threads, 0, 1024));
+  RETURN_IF_ERROR(f.Int("threads", &threads, 0, 1024));
   c.threads = static_cast<int>(threads);
-  SIM_RETURN_IF_ERROR(f.RejectUnknown());
+  RETURN_IF_ERROR(f.RejectUnknown());
 
   absl::StatusOr<const toml::table*> experiment = sub("experiment");
   if (!experiment.ok()) return experiment.status();
   TableReader e(*experiment, source, "experiment");
-  SIM_RETURN_IF_ERROR(e.Strings("methods", &c.methods));
-  SIM_RETURN_IF_ERROR(e.Seeds("seeds", &c.seeds));
-  SIM_RETURN_IF_ERROR(e.RejectUnknown());
+  RETURN_IF_ERROR(e.Strings("methods", &c.methods));
+  RETURN_IF_ERROR(e.Seeds("seeds", &c.seeds));
+  RETURN_IF_ERROR(e.RejectUnknown());
 
   absl::StatusOr<const toml::table*> method = sub("method");
   if (!method.ok()) return method.status();
   TableReader m(*method, source, "method");
-  SIM_RETURN_IF_ERROR(ReadMethodKeys(m, source, &c.method));
-  SIM_RETURN_IF_ERROR(m.RejectUnknown());
+  RETURN_IF_ERROR(ReadMethodKeys(m, source, &c.method));
+  RETURN_IF_ERROR(m.RejectUnknown());
 
   // Variants: a base method with some [method] keys changed, run under a name of their own.
   if (const toml::node* n = doc.get("variant")) {
@@ -456,11 +452,11 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
       TableReader v(t, source, where);
       MethodVariant variant;
       variant.method = c.method;
-      SIM_RETURN_IF_ERROR(v.String("name", &variant.name));
-      SIM_RETURN_IF_ERROR(v.String("base", &variant.base));
-      SIM_RETURN_IF_ERROR(v.String("aggregation", &variant.aggregation));
-      SIM_RETURN_IF_ERROR(ReadMethodKeys(v, source, &variant.method));
-      SIM_RETURN_IF_ERROR(v.RejectUnknown());
+      RETURN_IF_ERROR(v.String("name", &variant.name));
+      RETURN_IF_ERROR(v.String("base", &variant.base));
+      RETURN_IF_ERROR(v.String("aggregation", &variant.aggregation));
+      RETURN_IF_ERROR(ReadMethodKeys(v, source, &variant.method));
+      RETURN_IF_ERROR(v.RejectUnknown());
       c.variants.push_back(variant);
     }
   }

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "colearning/reliability.h"
 #include "datasets/png_io.h"
+#include "status/status_macros.h"
 
 namespace splitfed::sim {
 namespace fs = std::filesystem;
@@ -380,7 +381,7 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
            {"rounds.jsonl", rounds_jsonl},
            {"site_rounds.csv", sites_csv},
            {"site_rounds.jsonl", sites_jsonl}})
-    if (auto s = WriteFile(out / name, text); !s.ok()) return s;
+    RETURN_IF_ERROR(WriteFile(out / name, text));
 
   // The summary: final-round test scores per method × noise setting, over seeds.
   const std::vector<SummaryRow> rows = Summarize(runs);
@@ -429,8 +430,8 @@ absl::Status WriteResults(const ExperimentConfig& config, const std::vector<RunR
   }
   const std::vector<std::string> recovery = RecoveryLines(config, rows);
   if (!recovery.empty()) md += "\n" + absl::StrJoin(recovery, "\n") + "\n";
-  if (auto s = WriteFile(out / "summary.json", summary.dump(2) + "\n"); !s.ok()) return s;
-  if (auto s = WriteFile(out / "summary.md", md); !s.ok()) return s;
+  RETURN_IF_ERROR(WriteFile(out / "summary.json", summary.dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFile(out / "summary.md", md));
 
   // Plots: test Dice per round (mean over seeds) per noise setting, the oracle on each; and
   // each site's aggregation weight per round (first seed) per method and setting.
@@ -504,7 +505,7 @@ absl::Status WriteNoisePreviews(const ExperimentConfig& config, const NoiseSetti
                           n_corrupted, dice.empty() ? 1.0 : all / dice.size(),
                           n_corrupted ? absl::StrFormat("%.4f", corrupted / n_corrupted) : "");
   }
-  if (auto s = WriteFile(folder / "mask_quality.csv", quality); !s.ok()) return s;
+  RETURN_IF_ERROR(WriteFile(folder / "mask_quality.csv", quality));
   for (const SiteData& site : data.sites) {
     std::vector<int64_t> picks;  // corrupted images first, then any, up to four
     for (int64_t i = 0; i < site.clean.size() && picks.size() < 4; ++i)

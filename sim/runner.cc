@@ -21,6 +21,7 @@
 #include "sim/report.h"
 #include "sim/site_data.h"
 #include "split/evaluate.h"
+#include "status/status_macros.h"
 #include "store/run_store.h"
 
 namespace splitfed::sim {
@@ -103,7 +104,7 @@ ExperimentRunner::ExperimentRunner(ExperimentConfig config,
 absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   config_.out_dir = fs::absolute(config_.out_dir).lexically_normal().string();
   const ExperimentConfig& c = config_;
-  if (auto s = ValidateExperiment(c); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateExperiment(c));
   std::error_code ec;
   fs::create_directories(c.out_dir, ec);
   if (ec)
@@ -124,7 +125,7 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   for (const NoiseSetting& n : c.noise) {
     absl::StatusOr<SimData> data = BuildSimData(c, n, cached_seed);
     if (!data.ok()) return data.status();
-    if (auto s = WriteNoisePreviews(c, n, *data); !s.ok()) return s;
+    RETURN_IF_ERROR(WriteNoisePreviews(c, n, *data));
     cache[n.name] = *std::move(data);
   }
   // The sites already train in parallel, one thread each: intra-op threads on top of that
@@ -138,9 +139,7 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   // and --only keeps the other runs' records (another process may be writing them).
   const fs::path records = fs::path(c.out_dir) / "runs";
   if (!filter_.resume && filter_.only_methods.empty()) fs::remove_all(records, ec);
-  absl::StatusOr<std::vector<PlannedRun>> selected = SelectRuns(c, filter_);
-  if (!selected.ok()) return selected.status();
-  const std::vector<PlannedRun>& plan = *selected;
+  ASSIGN_OR_RETURN(const std::vector<PlannedRun> plan, SelectRuns(c, filter_));
   std::vector<RunResult> finished;
   for (size_t i = 0; i < plan.size() && !stopping_; ++i) {
     const PlannedRun& run = plan[i];
@@ -150,23 +149,19 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
     }
     auto data = cache.find(run.noise->name);
     if (data == cache.end()) {
-      absl::StatusOr<SimData> built = BuildSimData(c, *run.noise, run.seed);
-      if (!built.ok()) return built.status();
-      data = cache.emplace(run.noise->name, *std::move(built)).first;
+      ASSIGN_OR_RETURN(SimData built, BuildSimData(c, *run.noise, run.seed));
+      data = cache.emplace(run.noise->name, std::move(built)).first;
     }
-    absl::StatusOr<RunResult> r = RunOne(run, data->second, i + 1, plan.size());
-    if (!r.ok()) return r.status();
-    if (!r->finished) break;  // stopped part-way: not recorded
-    if (auto s = SaveRun(c, *r); !s.ok()) return s;
-    finished.push_back(*std::move(r));
-    absl::StatusOr<std::vector<RunResult>> all = LoadRuns(c);
-    if (!all.ok()) return all.status();
-    if (auto s = WriteResults(c, *all); !s.ok()) return s;
+    ASSIGN_OR_RETURN(RunResult r, RunOne(run, data->second, i + 1, plan.size()));
+    if (!r.finished) break;  // stopped part-way: not recorded
+    RETURN_IF_ERROR(SaveRun(c, r));
+    finished.push_back(std::move(r));
+    ASSIGN_OR_RETURN(const std::vector<RunResult> all, LoadRuns(c));
+    RETURN_IF_ERROR(WriteResults(c, all));
   }
   if (plan.empty()) {  // a --resume of a finished experiment rewrites its report
-    absl::StatusOr<std::vector<RunResult>> all = LoadRuns(c);
-    if (!all.ok()) return all.status();
-    if (auto s = WriteResults(c, *all); !s.ok()) return s;
+    ASSIGN_OR_RETURN(const std::vector<RunResult> all, LoadRuns(c));
+    RETURN_IF_ERROR(WriteResults(c, all));
   }
   return finished;
 }
@@ -193,17 +188,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   o.round_open_wait_seconds = 0;
   o.activation_encoding = c.activation_encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
   o.model = {c.channels, c.num_classes, c.base_width, c.depth};
-  absl::StatusOr<SplitSpec> split = SplitSpec::Parse(c.split);
-  if (!split.ok()) return split.status();
-  o.split = *split;
+  ASSIGN_OR_RETURN(o.split, SplitSpec::Parse(c.split));
   o.image_size = c.image_size;
   o.seed = plan.seed;
   const RunMethod method = MethodOf(plan.method, c);
   o.method = method.method;
   o.aggregation = method.aggregation;
-  absl::StatusOr<SplitMode> mode = ParseSplitMode(c.mode);
-  if (!mode.ok()) return mode.status();
-  o.mode = *mode;
+  ASSIGN_OR_RETURN(o.mode, ParseSplitMode(c.mode));
   o.enrolled_sites = c.SiteNames();
   o.checkpoint_dir = (fs::path(c.out_dir) / "models" / slug).string();
   o.checkpoint_every_round = false;
@@ -261,7 +252,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       k.out_dir = kit.string();
       k.sites = c.SiteNames();
       k.overwrite = true;
-      if (auto s = ProvisionFederation(k); !s.ok()) return s;
+      RETURN_IF_ERROR(ProvisionFederation(k));
     }
     absl::StatusOr<TlsFiles> files =
         ReadTlsFiles((kit / "coordinator/coordinator.crt").string(),

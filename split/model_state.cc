@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "split/unet.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 
@@ -57,7 +58,7 @@ void SplitClientPartsState(const NamedTensors& state, NamedTensors* front, Named
 absl::Status LoadClientParts(const NamedTensors& state, SplitModel& model) {
   NamedTensors front, back;
   SplitClientPartsState(state, &front, &back);
-  if (auto s = LoadState(*model.front, front); !s.ok()) return s;
+  RETURN_IF_ERROR(LoadState(*model.front, front));
   return LoadState(*model.back, back);
 }
 

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -119,8 +120,8 @@ absl::Status SplitSpec::Validate(const UNetConfig& config) const {
 
 absl::StatusOr<ActivationShapes> CutShapes(const UNetConfig& config, const SplitSpec& split,
                                            int64_t height, int64_t width) {
-  if (auto s = config.Validate(); !s.ok()) return s;
-  if (auto s = split.Validate(config); !s.ok()) return s;
+  RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(split.Validate(config));
   const int64_t stride = int64_t{1} << config.depth;
   if (height < stride || width < stride || height % stride || width % stride)
     return absl::InvalidArgumentError(absl::StrCat(

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -150,7 +151,7 @@ absl::StatusOr<int64_t> RunStore::CreateRun(const std::string& name,
   Statement stmt(db_, "INSERT INTO runs (name, config_json) VALUES (?, ?)");
   stmt.Bind(1, name);
   stmt.Bind(2, config_json);
-  if (auto s = Run(db_, stmt, "creating a run"); !s.ok()) return s;
+  RETURN_IF_ERROR(Run(db_, stmt, "creating a run"));
   return sqlite3_last_insert_rowid(db_);
 }
 
@@ -187,7 +188,7 @@ absl::Status RunStore::FinishRound(int64_t run_id, int64_t round, const std::str
   stmt.Bind(2, checkpoint_path);
   stmt.Bind(3, run_id);
   stmt.Bind(4, round);
-  if (auto s = Run(db_, stmt, "finishing a round"); !s.ok()) return s;
+  RETURN_IF_ERROR(Run(db_, stmt, "finishing a round"));
   if (sqlite3_changes(db_) == 0)
     return absl::NotFoundError(
         absl::StrCat("run store: run ", run_id, " has no round ", round, " to finish"));
