@@ -539,25 +539,48 @@ absl::Status Coordinator::Run() {
 absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   *completed = false;
   std::unique_lock<std::mutex> lock(mutex_);
-  // 1. Wait for enough sites to be parked in WaitRound.
-  auto waiting_sites = [&] {
-    std::vector<std::string> names;
-    for (const auto& [name, s] : sites_)
-      if (s.waiting) names.push_back(name);
-    return names;
-  };
-  while (!stopping_ && static_cast<int64_t>(waiting_sites().size()) < options_.min_sites)
+  if (!WaitForSites(lock)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const auto deadline, OpenRoundLocked(round));
+  ClosedRound closed = CollectSubmissions(lock, deadline);
+  lock.unlock();
+
+  RoundUpdates updates = GatherUpdates(closed);
+  const bool enough = static_cast<int64_t>(updates.client.size()) >= options_.min_sites;
+  std::vector<double> weights;
+  std::string checkpoint;
+  if (enough) {
+    ASSIGN_OR_RETURN(weights, AggregateRound(round, updates));
+    if (observer_) observer_(round, global_);
+    ASSIGN_OR_RETURN(checkpoint, CheckpointRound(round));
+  }
+  RETURN_IF_ERROR(RecordRound(round, closed, weights, enough, checkpoint));
+  *completed = enough;
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Coordinator::WaitingSitesLocked() const {
+  std::vector<std::string> names;
+  for (const auto& [name, s] : sites_)
+    if (s.waiting) names.push_back(name);
+  return names;
+}
+
+bool Coordinator::WaitForSites(std::unique_lock<std::mutex>& lock) {
+  while (!stopping_ && static_cast<int64_t>(WaitingSitesLocked().size()) < options_.min_sites)
     changed_.wait_for(lock, std::chrono::milliseconds(200));
   const auto open_by = std::chrono::steady_clock::now() +
                        std::chrono::milliseconds(
                            static_cast<int64_t>(options_.round_open_wait_seconds * 1000));
-  while (!stopping_ && waiting_sites().size() < options_.enrolled_sites.size() &&
+  while (!stopping_ && WaitingSitesLocked().size() < options_.enrolled_sites.size() &&
          std::chrono::steady_clock::now() < open_by)
     changed_.wait_for(lock, std::chrono::milliseconds(50));
-  if (stopping_) return absl::OkStatus();
+  return !stopping_;
+}
 
-  // 2. Open the round: every waiting site takes part, each with a fresh copy of the body
-  // (SFLV1) or all with the one shared body, taken in turns in a seeded random order (SFLV2).
+absl::StatusOr<std::chrono::steady_clock::time_point> Coordinator::OpenRoundLocked(
+    int64_t round) {
+  // Every waiting site takes part, each with a fresh copy of the body (SFLV1) or all with the
+  // one shared body, taken in turns in a seeded random order (SFLV2).
   participants_.clear();
   const NamedTensors body_state = ExtractState(*global_.body);
   auto fresh_body = [&]() -> absl::StatusOr<std::shared_ptr<LocalBody>> {
@@ -569,11 +592,9 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   std::shared_ptr<LocalBody> shared_body;
   auto shared_mutex = std::make_shared<std::mutex>();
   if (options_.mode == SplitMode::kV2) {
-    auto b = fresh_body();
-    if (!b.ok()) return b.status();
-    shared_body = *b;
+    ASSIGN_OR_RETURN(shared_body, fresh_body());
   }
-  turn_order_ = waiting_sites();
+  turn_order_ = WaitingSitesLocked();
   std::mt19937_64 order_rng(options_.seed * 7919ULL + static_cast<uint64_t>(round));
   std::shuffle(turn_order_.begin(), turn_order_.end(), order_rng);
   turn_ = 0;
@@ -583,9 +604,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
       p->body = shared_body;
       p->body_mutex = shared_mutex;
     } else {
-      auto b = fresh_body();
-      if (!b.ok()) return b.status();
-      p->body = *b;
+      ASSIGN_OR_RETURN(p->body, fresh_body());
       p->body_mutex = std::make_shared<std::mutex>();
     }
     participants_[name] = p;
@@ -600,8 +619,11 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
                             static_cast<int64_t>(options_.round_deadline_seconds * 1000));
   if (store_) store_->StartRound(run_id_, round).IgnoreError();
   changed_.notify_all();
+  return deadline;
+}
 
-  // 3. Wait until every participant submitted or failed, or the deadline.
+Coordinator::ClosedRound Coordinator::CollectSubmissions(
+    std::unique_lock<std::mutex>& lock, std::chrono::steady_clock::time_point deadline) {
   auto pending = [&] {
     for (const auto& [name, p] : participants_)
       if (!p->submitted && !p->failed) return true;
@@ -610,25 +632,23 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   while (!stopping_ && pending() && std::chrono::steady_clock::now() < deadline)
     if (!RunQueuedTensorWork(lock)) changed_.wait_for(lock, std::chrono::milliseconds(200));
 
-  // 4. Close the round; from here on its messages are refused (work queued before this
-  // still runs, so no caller is left waiting).
+  // Close the round; work queued before this still runs, so no caller is left waiting.
   round_ = 0;
   RunQueuedTensorWork(lock);
-  std::map<std::string, std::shared_ptr<Participant>> closed;
-  closed.swap(participants_);
-  std::map<std::string, SiteState> site_snapshot = sites_;
-  lock.unlock();
+  ClosedRound closed;
+  closed.participants.swap(participants_);
+  closed.sites = sites_;
+  return closed;
+}
 
-  std::vector<SiteUpdate> client_updates, body_updates;
-  std::vector<std::string> included;
-  std::map<std::string, double> teacher_losses;
-  for (auto& [name, p] : closed) {
+Coordinator::RoundUpdates Coordinator::GatherUpdates(ClosedRound& closed) const {
+  RoundUpdates updates;
+  for (auto& [name, p] : closed.participants) {
     std::lock_guard<std::mutex> body_lock(*p->body_mutex);  // let an in-flight step finish
     if (!p->submitted) {
       if (!p->failed) p->failure = "did not submit before the round deadline";
       continue;
     }
-    included.push_back(name);
     const SiteSubmission& sub = p->submission;
     SiteUpdate update;
     update.site = name;
@@ -637,96 +657,95 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     update.validation_loss = sub.validation_loss;
     update.boundary_noise = sub.boundary_noise;
     update.flagged_noisy = noisy_sites_.count(name) > 0;
-    teacher_losses[name] = sub.teacher_loss;
+    updates.teacher_losses[name] = sub.teacher_loss;
     update.state = sub.client_state;
-    client_updates.push_back(update);
-    if (options_.mode == SplitMode::kV1 || body_updates.empty()) {
+    updates.client.push_back(update);
+    if (options_.mode == SplitMode::kV1 || updates.body.empty()) {
       update.state = ExtractState(*p->body->body());
-      body_updates.push_back(std::move(update));
+      updates.body.push_back(std::move(update));
     }
   }
+  return updates;
+}
 
-  std::vector<double> weights;
-  const bool enough = static_cast<int64_t>(included.size()) >= options_.min_sites;
-  std::string checkpoint;
-  if (enough) {
-    // A teacher method's warm-up rounds weigh by image count: the teacher is not yet worth
-    // judging labels by.
-    static const FedAvg kFedAvg;
-    bool warm_up;
-    {
-      std::lock_guard<std::mutex> relock(mutex_);
-      warm_up = warm_up_.WarmingUp(round);
-    }
-    const Aggregator& rule = warm_up ? static_cast<const Aggregator&>(kFedAvg) : *aggregator_;
-    absl::StatusOr<std::vector<double>> w = rule.Weights(client_updates);
-    if (!w.ok()) return w.status();
-    weights = *w;
-    absl::StatusOr<NamedTensors> client = rule.Aggregate(client_updates);
-    if (!client.ok()) return client.status();
-    // SFLV2's one body already holds every site's steps; only SFLV1's copies are combined.
-    absl::StatusOr<NamedTensors> body = options_.mode == SplitMode::kV2
-                                            ? body_updates.front().state
-                                            : rule.Aggregate(body_updates);
-    if (!body.ok()) return body.status();
-    NamedTensors front, back;
-    SplitClientPartsState(*client, &front, &back);
+absl::StatusOr<std::vector<double>> Coordinator::AggregateRound(int64_t round,
+                                                                const RoundUpdates& updates) {
+  // A teacher method's warm-up rounds weigh by image count: the teacher is not yet worth
+  // judging labels by.
+  static const FedAvg kFedAvg;
+  bool warm_up;
+  {
     std::lock_guard<std::mutex> relock(mutex_);
-    RETURN_IF_ERROR(LoadState(*global_.front, front));
-    RETURN_IF_ERROR(LoadState(*global_.back, back));
-    RETURN_IF_ERROR(LoadState(*global_.body, *body));
-    for (auto& [name, t] : extra_state_) t = client->at(name).clamp(-5, 5);
-    // FedNoRo decides once, on the last warm-up round's reports, as the original does.
-    if (warm_up && !client_updates.empty()) {
-      double mean = 0;
-      for (const SiteUpdate& u : client_updates) mean += u.validation_loss / client_updates.size();
-      if (warm_up_.Observe(round, mean))
-        LOG(INFO) << "event=warmup_ended round=" << round << " mean_validation_loss=" << mean
-                  << " patience=" << options_.method.warmup_patience;
+    warm_up = warm_up_.WarmingUp(round);
+  }
+  const Aggregator& rule = warm_up ? static_cast<const Aggregator&>(kFedAvg) : *aggregator_;
+  ASSIGN_OR_RETURN(std::vector<double> weights, rule.Weights(updates.client));
+  ASSIGN_OR_RETURN(const NamedTensors client, rule.Aggregate(updates.client));
+  // SFLV2's one body already holds every site's steps; only SFLV1's copies are combined.
+  absl::StatusOr<NamedTensors> body = options_.mode == SplitMode::kV2
+                                          ? updates.body.front().state
+                                          : rule.Aggregate(updates.body);
+  if (!body.ok()) return body.status();
+  NamedTensors front, back;
+  SplitClientPartsState(client, &front, &back);
+  std::lock_guard<std::mutex> relock(mutex_);
+  RETURN_IF_ERROR(LoadState(*global_.front, front));
+  RETURN_IF_ERROR(LoadState(*global_.back, back));
+  RETURN_IF_ERROR(LoadState(*global_.body, *body));
+  for (auto& [name, t] : extra_state_) t = client.at(name).clamp(-5, 5);
+  // FedNoRo decides once, on the last warm-up round's reports, as the original does.
+  if (warm_up && !updates.client.empty()) {
+    double mean = 0;
+    for (const SiteUpdate& u : updates.client) mean += u.validation_loss / updates.client.size();
+    if (warm_up_.Observe(round, mean))
+      LOG(INFO) << "event=warmup_ended round=" << round << " mean_validation_loss=" << mean
+                << " patience=" << options_.method.warmup_patience;
+  }
+  if (options_.method.name == "fednoro" && !noise_decided_ && round >= warm_up_.end())
+    FlagNoisySites(updates.client, updates.teacher_losses);
+  return weights;
+}
+
+absl::StatusOr<std::string> Coordinator::CheckpointRound(int64_t round) {
+  if (options_.checkpoint_dir.empty() || !options_.checkpoint_every_round) return std::string();
+  const std::string checkpoint =
+      (std::filesystem::path(options_.checkpoint_dir) / absl::StrCat("round-", round, ".pt"))
+          .string();
+  RETURN_IF_ERROR(SaveModelFile(checkpoint, options_.model, options_.split, options_.image_size,
+                                options_.image_size, global_));
+  return checkpoint;
+}
+
+absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
+                                      const std::vector<double>& weights, bool completed,
+                                      const std::string& checkpoint) {
+  if (!store_) return absl::OkStatus();
+  size_t k = 0;
+  for (const auto& [name, p] : closed.participants) {
+    SiteRoundMetrics m;
+    m.run_id = run_id_;
+    m.round = round;
+    m.site = name;
+    m.included = p->submitted && completed;
+    if (auto site = closed.sites.find(name); site != closed.sites.end()) {
+      m.bytes_in = site->second.bytes_in;
+      m.bytes_out = site->second.bytes_out;
     }
-    if (options_.method.name == "fednoro" && !noise_decided_ && round >= warm_up_.end())
-      FlagNoisySites(client_updates, teacher_losses);
-  }
-  if (enough && observer_) observer_(round, global_);
-  if (enough && !options_.checkpoint_dir.empty() && options_.checkpoint_every_round) {
-    checkpoint = (std::filesystem::path(options_.checkpoint_dir) /
-                  absl::StrCat("round-", round, ".pt"))
-                     .string();
-    if (auto s = SaveModelFile(checkpoint, options_.model, options_.split, options_.image_size,
-                               options_.image_size, global_);
-        !s.ok())
-      return s;
-  }
-  if (store_) {
-    size_t k = 0;
-    for (auto& [name, p] : closed) {
-      SiteRoundMetrics m;
-      m.run_id = run_id_;
-      m.round = round;
-      m.site = name;
-      m.included = p->submitted && enough;
-      m.bytes_in = site_snapshot[name].bytes_in;
-      m.bytes_out = site_snapshot[name].bytes_out;
-      if (p->submitted) {
-        m.train_loss = p->submission.train_loss;
-        m.validation_dice = p->submission.validation_dice;
-        m.validation_loss = p->submission.validation_loss;
-        m.reliability = p->submission.reliability;
-        if (enough) m.aggregation_weight = weights[k];
-        ++k;
-        store_->TouchSite(run_id_, name, p->submission.num_images, true).IgnoreError();
-      } else {
-        m.note = p->failure;
-      }
-      if (!enough && p->submitted) m.note = "round retried: too few sites submitted";
-      RETURN_IF_ERROR(store_->RecordSiteMetrics(m));
+    if (p->submitted) {
+      m.train_loss = p->submission.train_loss;
+      m.validation_dice = p->submission.validation_dice;
+      m.validation_loss = p->submission.validation_loss;
+      m.reliability = p->submission.reliability;
+      if (completed) m.aggregation_weight = weights[k];
+      ++k;
+      store_->TouchSite(run_id_, name, p->submission.num_images, true).IgnoreError();
+    } else {
+      m.note = p->failure;
     }
-    if (auto s = store_->FinishRound(run_id_, round, enough ? "completed" : "retried", checkpoint);
-        !s.ok())
-      return s;
+    if (!completed && p->submitted) m.note = "round retried: too few sites submitted";
+    RETURN_IF_ERROR(store_->RecordSiteMetrics(m));
   }
-  *completed = enough;
-  return absl::OkStatus();
+  return store_->FinishRound(run_id_, round, completed ? "completed" : "retried", checkpoint);
 }
 
 }  // namespace splitfed

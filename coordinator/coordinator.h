@@ -187,8 +187,40 @@ class Coordinator {
     SiteSubmission submission;
   };
 
+  // A round after it closed: who took part, and the sites' traffic counters at that moment.
+  struct ClosedRound {
+    std::map<std::string, std::shared_ptr<Participant>> participants;
+    std::map<std::string, SiteState> sites;
+  };
+  // The submitted updates of a closed round, ready for the aggregation rule.
+  struct RoundUpdates {
+    std::vector<SiteUpdate> client;  // front and back (and extra state), one per site
+    std::vector<SiteUpdate> body;    // SFLV1: one per site; SFLV2: the one shared body
+    std::map<std::string, double> teacher_losses;
+  };
+
   Coordinator(const RunOptions& options, RunStore* store);
+  // One round, as the phases below in order.
   absl::Status RunRound(int64_t round, bool* completed);
+  std::vector<std::string> WaitingSitesLocked() const;
+  // Waits for min_sites parked sites, then up to round_open_wait_seconds for the others;
+  // false if the coordinator is stopping.
+  bool WaitForSites(std::unique_lock<std::mutex>& lock);
+  // Gives each waiting site its body (a fresh copy, or SFLV2's shared one) and announces the
+  // round; `mutex_` held. Returns the round's deadline.
+  absl::StatusOr<std::chrono::steady_clock::time_point> OpenRoundLocked(int64_t round);
+  // Runs the round's tensor work until every participant submitted or failed, or until the
+  // deadline, then closes the round: from here on its messages are refused.
+  ClosedRound CollectSubmissions(std::unique_lock<std::mutex>& lock,
+                                 std::chrono::steady_clock::time_point deadline);
+  RoundUpdates GatherUpdates(ClosedRound& closed) const;
+  // Combines the updates into the global model; returns each client update's weight.
+  absl::StatusOr<std::vector<double>> AggregateRound(int64_t round, const RoundUpdates& updates);
+  // Saves the round's model when every round is kept; returns its path, or "".
+  absl::StatusOr<std::string> CheckpointRound(int64_t round);
+  absl::Status RecordRound(int64_t round, const ClosedRound& closed,
+                           const std::vector<double>& weights, bool completed,
+                           const std::string& checkpoint);
   // PollRound with `mutex_` held through `lock` (released when the run is over).
   absl::StatusOr<std::optional<RoundTicket>> PollRoundLocked(const std::string& site,
                                                              std::unique_lock<std::mutex>& lock);
