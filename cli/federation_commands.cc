@@ -61,7 +61,7 @@ const std::set<std::string> kCoordinatorKeys = {
 // The learning method and its [method] settings (docs/ALGORITHM.md §3-4).
 MethodOptions ReadMethod(const TomlValues& t, const std::string& flag) {
   MethodOptions m;
-  m.name = flag.empty() ? t.String("run.method", "splitfed") : flag;
+  Check(ParseMethod(flag.empty() ? t.String("run.method", "splitfed") : flag, &m.kind));
   m.warmup_rounds = Unwrap(t.Int("method.warmup_rounds", m.warmup_rounds));
   m.teacher_beta = Unwrap(t.Double("method.teacher_beta", m.teacher_beta));
   Check(ParseRefinement(t.String("method.refinement", "soft"), &m.refinement));

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -247,12 +248,28 @@ struct SiteClient::Impl {
     return absl::OkStatus();
   }
 
-  // Returns false when the run is over.
-  absl::StatusOr<bool> TakePartInRound(SiteRunSummary* summary) {
-    // 1. Wait for a round and receive the global front and back.
+  // A round as the coordinator announced it: its settings and the global front and back.
+  struct Announcement {
     v1::RoundSettings settings;
     NamedTensors state;
-    for (bool announced = false; !announced;) {
+  };
+
+  // What the round's method adds to plain training, decided before the first epoch.
+  struct RoundObjective {
+    std::unique_ptr<BatchObjective> objective;          // null: plain cross-entropy
+    colearning::CoLearningObjective* colearning = nullptr;  // SplitFed-CL's, inside `objective`
+    double teacher_loss = 0, boundary_noise = 0, reliability = 1;
+  };
+
+  // What the local epochs and the validation produced.
+  struct LocalResult {
+    double train_loss = 0, validation_dice = 0, validation_loss = 0;
+  };
+
+  // Phase 1: waits for the round after `last_round`; std::nullopt when the run is over.
+  absl::StatusOr<std::optional<Announcement>> WaitForRound(int64_t last_round) {
+    while (true) {
+      Announcement a;
       grpc::ClientContext context;
       Prepare(&context);
       // The coordinator answers within its 30 s long-poll; past that the answer was lost and
@@ -260,41 +277,169 @@ struct SiteClient::Impl {
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(75));
       Active active(this, &context);
       v1::WaitRoundRequest request;
-      request.set_last_round(summary->rounds_completed);
+      request.set_last_round(last_round);
       auto reader = federation->WaitRound(&context, request);
       v1::RoundChunk chunk;
       bool ended = false;
       while (reader->Read(&chunk)) {
-        if (chunk.has_finished()) return false;
-        if (chunk.has_settings()) settings = chunk.settings();
-        if (chunk.has_state())
-          RETURN_IF_ERROR(DecodeStateEntry(chunk.state(), &state));
+        if (chunk.has_finished()) return std::nullopt;
+        if (chunk.has_settings()) a.settings = chunk.settings();
+        if (chunk.has_state()) RETURN_IF_ERROR(DecodeStateEntry(chunk.state(), &a.state));
         if (chunk.has_end()) ended = true;
       }
       grpc::Status s = reader->Finish();
       if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && !stopping) continue;
       if (!s.ok()) return FromGrpcStatus(s, "wait for round");
-      if (!ended || settings.round() < 1)
+      if (!ended || a.settings.round() < 1)
         return absl::UnavailableError("the round announcement was cut short");
-      announced = true;
+      return a;
     }
-    const int64_t round = settings.round();
-    LOG(INFO) << "event=round_start site=" << name << " round=" << round << "/"
-              << settings.total_rounds();
+  }
 
-    // 2. Build the client parts from the global weights.
-    SplitModel parts = MakeSplitModel(model, cut);
-    RETURN_IF_ERROR(LoadClientParts(state, parts));
+  // Phase 2: methods with a teacher run it over the training images (its body on the
+  // coordinator) and turn its outputs into the round's objective and scalars.
+  absl::StatusOr<RoundObjective> PrepareObjective(const SiteRoundMethod& method,
+                                                  const Announcement& round, BodyLink& body) {
+    const MethodOptions& m = method.options;
+    RoundObjective r;
+    if (!m.UsesTeacher()) return r;
+    SplitModel teacher = MakeSplitModel(model, cut);
+    RETURN_IF_ERROR(LoadClientParts(UpdateTeacher(round.state, m.teacher_beta), teacher));
+    ASSIGN_OR_RETURN(colearning::TeacherOutputs outputs,
+                     colearning::RunTeacher(teacher.front, teacher.back, train, body));
+    for (double l : outputs.losses) r.teacher_loss += l / outputs.losses.size();
+    switch (m.kind) {
+      case MethodKind::kSplitFed:
+        break;
+      case MethodKind::kFedA3I:
+        r.boundary_noise = colearning::BoundaryNoise(
+            outputs.labels, train.masks, std::max<int64_t>(1, train.images.size(2) / 32));
+        break;
+      case MethodKind::kFedNoRo:
+        if (method.distil)
+          r.objective =
+              std::make_unique<colearning::DistillationObjective>(outputs, m.distillation_weight);
+        break;
+      case MethodKind::kColearning:
+        PrepareColearning(method, round, outputs, &r);
+        break;
+    }
+    return r;
+  }
+
+  void PrepareColearning(const SiteRoundMethod& method, const Announcement& round,
+                         const colearning::TeacherOutputs& outputs, RoundObjective* r) {
+    const MethodOptions& m = method.options;
+    const int64_t number = round.settings.round();
+    colearning::CoLearningRound plan;
+    plan.warming_up = method.warming_up;
+    plan.refinement = m.refinement;
+    plan.kappa = m.kappa;
+    plan.consistency = m.consistency;
+    plan.consistency_weight = method.consistency_weight;
+    plan.learned_loss_weights = m.learned_loss_weights;
+    plan.threshold = m.threshold;
+    plan.seed = round.settings.shuffle_seed() ^ 0x5eedc0de;
+    auto s = round.state.find(kLossLogVariances);
+    auto owned = std::make_unique<colearning::CoLearningObjective>(
+        plan, outputs, train, s != round.state.end() ? s->second : torch::zeros({3}));
+    colearning::CoLearningObjective* cl = owned.get();
+    r->colearning = cl;
+    r->objective = std::move(owned);
+    r->reliability = cl->site_reliability();
+    if (options.on_reliability && !plan.warming_up)
+      options.on_reliability(number, cl->reliability(), cl->reliable());
+    double mean_r = 0;
+    for (double x : cl->reliability()) mean_r += x / train.size();
+    LOG(INFO) << "event=reliability site=" << name << " round=" << number
+              << " q=" << r->reliability << " mean_r=" << mean_r
+              << " teacher_loss=" << r->teacher_loss << " warm_up=" << plan.warming_up;
+    if (VLOG_IS_ON(1)) {
+      std::string detail;
+      for (size_t i = 0; i < outputs.losses.size(); ++i)
+        absl::StrAppend(&detail, i ? " " : "", cl->reliability()[i], "/", outputs.losses[i]);
+      VLOG(1) << "event=reliability_detail site=" << name << " r/loss=" << detail;
+    }
+  }
+
+  // Phase 3: the local epochs through the coordinator's body, then the validation.
+  absl::StatusOr<LocalResult> TrainLocally(const v1::RoundSettings& settings, SplitModel& parts,
+                                           BatchObjective* objective, BodyLink& body) {
     TrainerOptions trainer_options;
     trainer_options.learning_rate = settings.learning_rate();
     trainer_options.batch_size = settings.batch_size();
-    absl::StatusOr<SiteRoundMethod> decoded = DecodeSiteMethod(settings.method());
-    if (!decoded.ok()) return decoded.status();
-    const SiteRoundMethod& method = *decoded;
-    const MethodOptions& run_method = method.options;
+    SiteTrainer trainer(parts.front, parts.back, trainer_options, objective);
+    LocalResult result;
+    for (int64_t epoch = 0; epoch < settings.local_epochs(); ++epoch) {
+      ASSIGN_OR_RETURN(EpochStats stats,
+                       trainer.TrainEpoch(train, settings.shuffle_seed() + epoch, body));
+      result.train_loss = stats.mean_loss;
+      if (options.on_epoch)
+        options.on_epoch({settings.round(), epoch + 1, stats.mean_loss, stats.images, stats.seconds});
+      LOG(INFO) << "event=epoch site=" << name << " round=" << settings.round()
+                << " epoch=" << epoch + 1 << " loss=" << stats.mean_loss
+                << " images_per_s=" << stats.images / stats.seconds;
+    }
+    if (validation.size() > 0) {
+      ASSIGN_OR_RETURN(SiteTrainer::Evaluation eval, trainer.Evaluate(validation, body));
+      result.validation_dice = eval.scores.MeanForeground().dice;
+      result.validation_loss = eval.mean_loss;
+    }
+    return result;
+  }
 
-    // 3. Local epochs through the coordinator's body, then validation. Methods with a
-    // teacher first run it over the training images (its body on the coordinator).
+  // Phase 4: submits the trained front and back with the round's scalars.
+  absl::Status Submit(const Announcement& round, const SplitModel& parts,
+                      const RoundObjective& objective, const LocalResult& result) {
+    grpc::ClientContext context;
+    Prepare(&context);
+    Active active(this, &context);
+    v1::SubmitReply reply;
+    auto writer = federation->SubmitUpdate(&context, &reply);
+    v1::UpdateChunk chunk;
+    v1::UpdateScalars* sc = chunk.mutable_scalars();
+    sc->set_round(round.settings.round());
+    sc->set_num_images(train.size());
+    sc->set_train_loss(result.train_loss);
+    sc->set_validation_dice(result.validation_dice);
+    sc->set_validation_loss(result.validation_loss);
+    sc->set_reliability(objective.reliability);
+    sc->set_teacher_loss(objective.teacher_loss);
+    sc->set_boundary_noise(objective.boundary_noise);
+    bool ok = writer->Write(chunk);
+    // SplitFed-CL's loss weights travel (and are averaged) with the back.
+    if (round.state.count(kLossLogVariances) && ok) {
+      chunk.Clear();
+      const torch::Tensor s = objective.colearning ? objective.colearning->log_variances()
+                                                   : round.state.at(kLossLogVariances);
+      RETURN_IF_ERROR(EncodeStateEntry(kLossLogVariances, s, chunk.mutable_state()));
+      ok = writer->Write(chunk);
+    }
+    for (const auto& [prefix, part] : {std::pair{kFrontPrefix, parts.front}, {kBackPrefix, parts.back}})
+      for (const auto& [key, t] : ExtractState(*part)) {
+        if (!ok) break;
+        chunk.Clear();
+        RETURN_IF_ERROR(EncodeStateEntry(prefix + key, t, chunk.mutable_state()));
+        ok = writer->Write(chunk);
+      }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    return s.ok() ? absl::OkStatus() : FromGrpcStatus(s, "submit update");
+  }
+
+  // One round: wait, prepare the method, train and validate over one Split stream, submit.
+  // Returns false when the run is over.
+  absl::StatusOr<bool> TakePartInRound(SiteRunSummary* summary) {
+    ASSIGN_OR_RETURN(std::optional<Announcement> announced, WaitForRound(summary->rounds_completed));
+    if (!announced) return false;
+    const Announcement& round = *announced;
+    const v1::RoundSettings& settings = round.settings;
+    LOG(INFO) << "event=round_start site=" << name << " round=" << settings.round() << "/"
+              << settings.total_rounds();
+    SplitModel parts = MakeSplitModel(model, cut);
+    RETURN_IF_ERROR(LoadClientParts(round.state, parts));
+    ASSIGN_OR_RETURN(const SiteRoundMethod method, DecodeSiteMethod(settings.method()));
+
     grpc::ClientContext context;
     Prepare(&context);
     context.set_deadline(std::chrono::system_clock::time_point(
@@ -304,127 +449,27 @@ struct SiteClient::Impl {
     const WireEncoding encoding = settings.activation_encoding() == v1::ENCODING_FP16
                                       ? WireEncoding::kFp16
                                       : WireEncoding::kFp32;
-    StreamBody body(stream.get(), round, encoding, shapes, CutsRectified(model, cut).a1);
-    auto fail_stream = [&](const absl::Status& why) -> absl::Status {
+    StreamBody body(stream.get(), settings.round(), encoding, shapes, CutsRectified(model, cut).a1);
+    // Any failure on the stream closes it; the coordinator's reason, when it gave one, wins.
+    auto close_stream = [&](const absl::Status& why) -> absl::Status {
       stream->WritesDone();
       grpc::Status s = stream->Finish();
-      return s.ok() ? why : FromGrpcStatus(s, "split training");
+      if (!s.ok()) return FromGrpcStatus(s, "split training");
+      return why;
     };
-    std::unique_ptr<BatchObjective> objective;
-    colearning::CoLearningObjective* colearning = nullptr;
-    double teacher_loss = 0, boundary_noise = 0, reliability = 1;
-    if (run_method.UsesTeacher()) {
-      SplitModel teacher = MakeSplitModel(model, cut);
-      if (auto s = LoadClientParts(UpdateTeacher(state, run_method.teacher_beta), teacher); !s.ok())
-        return s;
-      absl::StatusOr<colearning::TeacherOutputs> outputs =
-          colearning::RunTeacher(teacher.front, teacher.back, train, body);
-      if (!outputs.ok()) return fail_stream(outputs.status());
-      for (double l : outputs->losses) teacher_loss += l / outputs->losses.size();
-      if (run_method.name == "feda3i") {
-        boundary_noise = colearning::BoundaryNoise(outputs->labels, train.masks,
-                                                   std::max<int64_t>(1, train.images.size(2) / 32));
-      } else if (run_method.name == "fednoro" && method.distil) {
-        objective = std::make_unique<colearning::DistillationObjective>(
-            *outputs, run_method.distillation_weight);
-      } else if (run_method.name == "splitfed-cl") {
-        colearning::CoLearningRound plan;
-        plan.warming_up = method.warming_up;
-        plan.refinement = run_method.refinement;
-        plan.kappa = run_method.kappa;
-        plan.consistency = run_method.consistency;
-        plan.consistency_weight = method.consistency_weight;
-        plan.learned_loss_weights = run_method.learned_loss_weights;
-        plan.threshold = run_method.threshold;
-        plan.seed = settings.shuffle_seed() ^ 0x5eedc0de;
-        auto s = state.find(kLossLogVariances);
-        auto owned = std::make_unique<colearning::CoLearningObjective>(
-            plan, *outputs, train, s != state.end() ? s->second : torch::zeros({3}));
-        colearning = owned.get();
-        objective = std::move(owned);
-        reliability = colearning->site_reliability();
-        if (options.on_reliability && !plan.warming_up)
-          options.on_reliability(round, colearning->reliability(), colearning->reliable());
-        double mean_r = 0;
-        for (double r : colearning->reliability()) mean_r += r / train.size();
-        LOG(INFO) << "event=reliability site=" << name << " round=" << round
-                  << " q=" << reliability << " mean_r=" << mean_r
-                  << " teacher_loss=" << teacher_loss << " warm_up=" << plan.warming_up;
-        if (VLOG_IS_ON(1)) {
-          std::string detail;
-          for (size_t i = 0; i < outputs->losses.size(); ++i)
-            absl::StrAppend(&detail, i ? " " : "", colearning->reliability()[i], "/",
-                            outputs->losses[i]);
-          VLOG(1) << "event=reliability_detail site=" << name << " r/loss=" << detail;
-        }
-      }
-    }
-    SiteTrainer trainer(parts.front, parts.back, trainer_options, objective.get());
-    double loss = 0;
-    for (int64_t epoch = 0; epoch < settings.local_epochs(); ++epoch) {
-      absl::StatusOr<EpochStats> stats =
-          trainer.TrainEpoch(train, settings.shuffle_seed() + epoch, body);
-      if (!stats.ok()) return fail_stream(stats.status());
-      loss = stats->mean_loss;
-      if (options.on_epoch)
-        options.on_epoch({round, epoch + 1, loss, stats->images, stats->seconds});
-      LOG(INFO) << "event=epoch site=" << name << " round=" << round << " epoch=" << epoch + 1
-                << " loss=" << loss << " images_per_s=" << stats->images / stats->seconds;
-    }
-    double dice = 0, validation_loss = 0;
-    if (validation.size() > 0) {
-      absl::StatusOr<SiteTrainer::Evaluation> eval = trainer.Evaluate(validation, body);
-      if (!eval.ok()) return eval.status();
-      dice = eval->scores.MeanForeground().dice;
-      validation_loss = eval->mean_loss;
-    }
-    stream->WritesDone();
-    grpc::Status finished = stream->Finish();
-    if (!finished.ok()) return FromGrpcStatus(finished, "split training");
+    absl::StatusOr<RoundObjective> objective = PrepareObjective(method, round, body);
+    if (!objective.ok()) return close_stream(objective.status());
+    absl::StatusOr<LocalResult> result = TrainLocally(settings, parts, objective->objective.get(), body);
+    if (!result.ok()) return close_stream(result.status());
+    RETURN_IF_ERROR(close_stream(absl::OkStatus()));
 
-    // 4. Submit the trained front and back with the round's scalars.
-    {
-      grpc::ClientContext submit_context;
-      Prepare(&submit_context);
-      Active active_submit(this, &submit_context);
-      v1::SubmitReply reply;
-      auto writer = federation->SubmitUpdate(&submit_context, &reply);
-      v1::UpdateChunk chunk;
-      v1::UpdateScalars* sc = chunk.mutable_scalars();
-      sc->set_round(round);
-      sc->set_num_images(train.size());
-      sc->set_train_loss(loss);
-      sc->set_validation_dice(dice);
-      sc->set_validation_loss(validation_loss);
-      sc->set_reliability(reliability);
-      sc->set_teacher_loss(teacher_loss);
-      sc->set_boundary_noise(boundary_noise);
-      bool ok = writer->Write(chunk);
-      // SplitFed-CL's loss weights travel (and are averaged) with the back.
-      if (state.count(kLossLogVariances) && ok) {
-        chunk.Clear();
-        const torch::Tensor s = colearning ? colearning->log_variances()
-                                           : state.at(kLossLogVariances);
-        if (auto st = EncodeStateEntry(kLossLogVariances, s, chunk.mutable_state()); !st.ok())
-          return st;
-        ok = writer->Write(chunk);
-      }
-      for (const auto& [prefix, part] : {std::pair{kFrontPrefix, parts.front}, {kBackPrefix, parts.back}})
-        for (const auto& [key, t] : ExtractState(*part)) {
-          if (!ok) break;
-          chunk.Clear();
-          RETURN_IF_ERROR(EncodeStateEntry(prefix + key, t, chunk.mutable_state()));
-          ok = writer->Write(chunk);
-        }
-      writer->WritesDone();
-      grpc::Status s = writer->Finish();
-      if (!s.ok()) return FromGrpcStatus(s, "submit update");
-    }
-    summary->rounds_completed = round;
-    summary->last_train_loss = loss;
-    summary->last_validation_dice = dice;
-    LOG(INFO) << "event=round_done site=" << name << " round=" << round << " loss=" << loss
-              << " val_loss=" << validation_loss << " val_dice=" << dice << " bytes_up=" << body.bytes_sent()
+    RETURN_IF_ERROR(Submit(round, parts, *objective, *result));
+    summary->rounds_completed = settings.round();
+    summary->last_train_loss = result->train_loss;
+    summary->last_validation_dice = result->validation_dice;
+    LOG(INFO) << "event=round_done site=" << name << " round=" << settings.round()
+              << " loss=" << result->train_loss << " val_loss=" << result->validation_loss
+              << " val_dice=" << result->validation_dice << " bytes_up=" << body.bytes_sent()
               << " bytes_down=" << body.bytes_received();
     return true;
   }

@@ -8,10 +8,36 @@
 
 namespace splitfed {
 
-const std::vector<std::string>& KnownMethodNames() {
-  static const std::vector<std::string> names = {"splitfed", "splitfed-cl", "fednoro", "feda3i"};
-  return names;
+const std::vector<MethodKind>& AllMethods() {
+  static const std::vector<MethodKind> all = {MethodKind::kSplitFed, MethodKind::kColearning,
+                                              MethodKind::kFedNoRo, MethodKind::kFedA3I};
+  return all;
 }
+
+const char* MethodName(MethodKind kind) {
+  switch (kind) {
+    case MethodKind::kSplitFed: return "splitfed";
+    case MethodKind::kColearning: return "splitfed-cl";
+    case MethodKind::kFedNoRo: return "fednoro";
+    case MethodKind::kFedA3I: return "feda3i";
+  }
+  return "splitfed";
+}
+
+absl::Status ParseMethod(const std::string& text, MethodKind* kind) {
+  std::vector<std::string> names;
+  for (MethodKind k : AllMethods()) {
+    if (text == MethodName(k)) {
+      *kind = k;
+      return absl::OkStatus();
+    }
+    names.push_back(MethodName(k));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown method '", text, "' (known: ",
+                                                 absl::StrJoin(names, ", "), ")"));
+}
+
+const char* MethodOptions::name() const { return MethodName(kind); }
 
 const char* RefinementName(RefinementMode mode) {
   switch (mode) {
@@ -33,10 +59,10 @@ absl::Status ParseRefinement(const std::string& text, RefinementMode* mode) {
 }
 
 absl::Status MethodOptions::Validate() const {
-  const auto& known = KnownMethodNames();
-  if (std::find(known.begin(), known.end(), name) == known.end())
-    return absl::InvalidArgumentError(absl::StrCat("unknown method '", name, "' (known: ",
-                                                   absl::StrJoin(known, ", "), ")"));
+  const auto& known = AllMethods();
+  if (std::find(known.begin(), known.end(), kind) == known.end())
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown method kind ", static_cast<int>(kind)));
   if (warmup_rounds < 0) return absl::InvalidArgumentError("warmup_rounds must be >= 0");
   if (!(teacher_beta >= 0 && teacher_beta < 1))
     return absl::InvalidArgumentError("teacher_beta must be in [0, 1)");
@@ -54,9 +80,12 @@ absl::Status MethodOptions::Validate() const {
 }
 
 std::string MethodOptions::DefaultAggregation() const {
-  if (name == "splitfed-cl") return "reliability";
-  if (name == "fednoro") return "distance";
-  if (name == "feda3i") return "layerwise-quality";
+  switch (kind) {
+    case MethodKind::kSplitFed: return "fedavg";
+    case MethodKind::kColearning: return "reliability";
+    case MethodKind::kFedNoRo: return "distance";
+    case MethodKind::kFedA3I: return "layerwise-quality";
+  }
   return "fedavg";
 }
 

@@ -14,9 +14,17 @@ namespace splitfed {
 
 enum class RefinementMode { kSoft, kHard, kOff };
 
+// The learning methods. A switch over this enum is how each side says what a method does, so
+// the compiler (-Wswitch) names every place a new method must be handled.
+enum class MethodKind {
+  kSplitFed,    // "splitfed": plain split training with FedAvg
+  kColearning,  // "splitfed-cl"
+  kFedNoRo,     // "fednoro"
+  kFedA3I,      // "feda3i"
+};
+
 struct MethodOptions {
-  // "splitfed" (plain FedAvg split training), "splitfed-cl", "fednoro" or "feda3i".
-  std::string name = "splitfed";
+  MethodKind kind = MethodKind::kSplitFed;
   int64_t warmup_rounds = 3;  // R_w: every image reliable, FedAvg weights
   double teacher_beta = 0.0;  // θ_T ← β·θ_T + (1−β)·θ_G; 0: the last global model
   // SplitFed-CL
@@ -35,7 +43,8 @@ struct MethodOptions {
   int64_t warmup_patience = 0;
 
   absl::Status Validate() const;
-  bool UsesTeacher() const { return name != "splitfed"; }
+  const char* name() const;  // the method's name in configs, reports and the store
+  bool UsesTeacher() const { return kind != MethodKind::kSplitFed; }
   bool WarmingUp(int64_t round) const { return round <= warmup_rounds; }
   // The aggregation rule a run uses when none is named: fedavg, reliability, distance,
   // layerwise-quality.
@@ -75,7 +84,9 @@ struct SiteRoundMethod {
   bool distil = false;            // FedNoRo: this site was flagged noisy
 };
 
-const std::vector<std::string>& KnownMethodNames();
+const std::vector<MethodKind>& AllMethods();
+const char* MethodName(MethodKind kind);  // splitfed | splitfed-cl | fednoro | feda3i
+absl::Status ParseMethod(const std::string& text, MethodKind* kind);
 const char* RefinementName(RefinementMode mode);                      // soft | hard | off
 absl::Status ParseRefinement(const std::string& text, RefinementMode* mode);
 

@@ -119,7 +119,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   c->aggregator_ = *MakeAggregator(options.AggregationRule(), unit_order);
   torch::manual_seed(options.seed);
   c->global_ = MakeSplitModel(options.model, options.split);
-  if (options.method.name == "splitfed-cl" && options.method.learned_loss_weights)
+  if (options.method.kind == MethodKind::kColearning && options.method.learned_loss_weights)
     c->extra_state_[kLossLogVariances] = torch::zeros({3});  // s_rel, s_unrel, s_cons
   c->client_template_.site = "global";
   c->client_template_.num_images = 1;
@@ -129,7 +129,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
         options.run_name,
         absl::StrCat("{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
                      ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"",
-                     options.method.name, "\", \"aggregation\": \"", options.AggregationRule(),
+                     options.method.name(), "\", \"aggregation\": \"", options.AggregationRule(),
                      "\", \"mode\": \"", SplitModeName(options.mode), "\"}"));
     if (!run.ok()) return run.status();
     c->run_id_ = *run;
@@ -333,7 +333,7 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
                                                    const torch::Tensor& a1) {
   if (!options_.method.UsesTeacher())
     return absl::FailedPreconditionError(absl::StrCat(
-        "method '", options_.method.name, "' has no teacher: TEACHER messages are refused"));
+        "method '", options_.method.name(), "' has no teacher: TEACHER messages are refused"));
   RETURN_IF_ERROR(CheckBatchShape(a1, shapes_.a1, "a1"));
   if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
   return TensorWorkResult(round, [&] {
@@ -701,7 +701,7 @@ absl::StatusOr<std::vector<double>> Coordinator::AggregateRound(int64_t round,
       LOG(INFO) << "event=warmup_ended round=" << round << " mean_validation_loss=" << mean
                 << " patience=" << options_.method.warmup_patience;
   }
-  if (options_.method.name == "fednoro" && !noise_decided_ && round >= warm_up_.end())
+  if (options_.method.kind == MethodKind::kFedNoRo && !noise_decided_ && round >= warm_up_.end())
     FlagNoisySites(updates.client, updates.teacher_losses);
   return weights;
 }

@@ -5,15 +5,15 @@
 namespace splitfed {
 namespace {
 
-struct KindName {
-  v1::SiteMethod::Kind kind;
-  const char* name;
+struct KindWire {
+  v1::SiteMethod::Kind wire;
+  MethodKind kind;
 };
-// Every learning method and its wire kind; "splitfed" is the plain split training.
-constexpr KindName kKinds[] = {{v1::SiteMethod::PLAIN, "splitfed"},
-                               {v1::SiteMethod::COLEARNING, "splitfed-cl"},
-                               {v1::SiteMethod::FEDNORO, "fednoro"},
-                               {v1::SiteMethod::FEDA3I, "feda3i"}};
+// Every learning method and its wire kind; PLAIN is the plain split training.
+constexpr KindWire kKinds[] = {{v1::SiteMethod::PLAIN, MethodKind::kSplitFed},
+                               {v1::SiteMethod::COLEARNING, MethodKind::kColearning},
+                               {v1::SiteMethod::FEDNORO, MethodKind::kFedNoRo},
+                               {v1::SiteMethod::FEDA3I, MethodKind::kFedA3I}};
 
 struct RefinementWire {
   v1::SiteMethod::Refinement wire;
@@ -28,8 +28,8 @@ constexpr RefinementWire kRefinements[] = {{v1::SiteMethod::REFINE_SOFT, Refinem
 void EncodeSiteMethod(const SiteRoundMethod& method, v1::SiteMethod* out) {
   const MethodOptions& m = method.options;
   out->Clear();
-  for (const KindName& k : kKinds)
-    if (m.name == k.name) out->set_kind(k.kind);
+  for (const KindWire& k : kKinds)
+    if (m.kind == k.kind) out->set_kind(k.wire);
   out->set_warming_up(method.warming_up);
   for (const RefinementWire& r : kRefinements)
     if (m.refinement == r.mode) out->set_refinement(r.wire);
@@ -52,10 +52,10 @@ void EncodeSiteMethod(const SiteRoundMethod& method, v1::SiteMethod* out) {
 absl::StatusOr<SiteRoundMethod> DecodeSiteMethod(const v1::SiteMethod& in) {
   SiteRoundMethod method;
   MethodOptions& m = method.options;
-  m.name.clear();
-  for (const KindName& k : kKinds)
-    if (in.kind() == k.kind) m.name = k.name;
-  if (m.name.empty())
+  bool kind_known = false;
+  for (const KindWire& k : kKinds)
+    if (in.kind() == k.wire) m.kind = k.kind, kind_known = true;
+  if (!kind_known)
     return absl::InvalidArgumentError(
         absl::StrCat("the coordinator asks for method kind ", in.kind(),
                      ", which this site does not know (is it older than the coordinator?)"));

@@ -270,12 +270,13 @@ RunMethod MethodOf(const std::string& method, const ExperimentConfig& config) {
 
 RunMethod MethodOf(const std::string& method, const MethodOptions& base) {
   RunMethod r{base, ""};
-  r.method.name = "splitfed";  // the oracle too: FedAvg on clean labels
+  r.method.kind = MethodKind::kSplitFed;  // the oracle too: FedAvg on clean labels
   if (method == "qa-splitfed") r.aggregation = "quality";
   if (method == "median" || method == "trimmed-mean") r.aggregation = method;
-  if (method == "feda3i" || method == "fednoro") r.method.name = method;
+  if (method == "feda3i") r.method.kind = MethodKind::kFedA3I;
+  if (method == "fednoro") r.method.kind = MethodKind::kFedNoRo;
   if (method.rfind("splitfed-cl", 0) == 0) {
-    r.method.name = "splitfed-cl";
+    r.method.kind = MethodKind::kColearning;
     if (method == "splitfed-cl-no-refinement") r.method.refinement = RefinementMode::kOff;
     if (method == "splitfed-cl-no-consistency") r.method.consistency = false;
     if (method == "splitfed-cl-fixed-weights") r.method.learned_loss_weights = false;

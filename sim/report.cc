@@ -242,7 +242,7 @@ std::vector<std::string> RecoveryLines(const ExperimentConfig& config,
     if (r.method == "oracle") oracle = &r;
   if (!oracle) return lines;
   for (const SummaryRow& cl : rows) {
-    if (MethodOf(cl.method, config).method.name != "splitfed-cl") continue;
+    if (MethodOf(cl.method, config).method.kind != MethodKind::kColearning) continue;
     for (const SummaryRow& fedavg : rows) {
       if (fedavg.method != "splitfed" || fedavg.noise != cl.noise || !fedavg.has_delta ||
           !cl.has_delta)

@@ -85,7 +85,7 @@ TEST(ReliableImages, RelativeDetectionJudgesBySiteAloneAndNeedsTwoClearPopulatio
 
 TEST(WarmUpTracker, EndsTheWarmUpWhenValidationLossStopsImproving) {
   MethodOptions m;
-  m.name = "splitfed-cl";
+  m.kind = MethodKind::kColearning;
   m.warmup_rounds = 10;
   m.warmup_patience = 2;
   m.ramp_rounds = 4;
@@ -108,7 +108,7 @@ TEST(WarmUpTracker, EndsTheWarmUpWhenValidationLossStopsImproving) {
   for (int64_t r = 1; r <= 10; ++r) EXPECT_FALSE(fixed.Observe(r, 1.0 + r));
   EXPECT_TRUE(fixed.WarmingUp(10));
   EXPECT_FALSE(fixed.WarmingUp(11));
-  m.name = "splitfed";
+  m.kind = MethodKind::kSplitFed;
   EXPECT_FALSE(WarmUpTracker(m).WarmingUp(1));
 }
 

@@ -464,7 +464,7 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
   // SplitFed-CL with a one-round warm-up, so that later rounds refine masks and use the
   // teacher; FedNoRo-style teacher losses and FedA3I's statistic are plain scalars.
   RunOptions options = SmallRun({"a", "b"}, 3);
-  options.method.name = "splitfed-cl";
+  options.method.kind = MethodKind::kColearning;
   options.method.warmup_rounds = 1;
   options.method.threshold.fixed_tau = true;  // a young teacher: most masks look unreliable
   ASSERT_NO_FATAL_FAILURE(StartInProcessCoordinator(options));

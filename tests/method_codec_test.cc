@@ -10,7 +10,7 @@ namespace {
 // Every option away from its default, so that a field the encoder forgets shows.
 SiteRoundMethod Unusual() {
   SiteRoundMethod m;
-  m.options.name = "splitfed-cl";
+  m.options.kind = MethodKind::kColearning;
   m.options.refinement = RefinementMode::kHard;
   m.options.kappa = 0.65;
   m.options.consistency = true;
@@ -51,7 +51,7 @@ TEST(MethodCodec, TheSiteGetsBackEveryOption) {
   ASSERT_TRUE(got.ok()) << got.status();
   const MethodOptions& a = sent.options;
   const MethodOptions& b = got->options;
-  EXPECT_EQ(b.name, a.name);
+  EXPECT_EQ(b.kind, a.kind);
   EXPECT_EQ(b.refinement, a.refinement);
   EXPECT_DOUBLE_EQ(b.kappa, a.kappa);
   EXPECT_EQ(b.consistency, a.consistency);
@@ -69,18 +69,18 @@ TEST(MethodCodec, TheSiteGetsBackEveryOption) {
 }
 
 TEST(MethodCodec, EveryMethodAndModeSurvivesTheTrip) {
-  for (const std::string& name : KnownMethodNames())
+  for (MethodKind kind : AllMethods())
     for (RefinementMode r : {RefinementMode::kSoft, RefinementMode::kHard, RefinementMode::kOff})
       for (auto d : {colearning::DetectionMode::kAbsolute, colearning::DetectionMode::kRelative}) {
         SiteRoundMethod m;
-        m.options.name = name;
+        m.options.kind = kind;
         m.options.refinement = r;
         m.options.threshold.detection = d;
         v1::SiteMethod wire;
         EncodeSiteMethod(m, &wire);
         absl::StatusOr<SiteRoundMethod> got = DecodeSiteMethod(wire);
         ASSERT_TRUE(got.ok()) << got.status();
-        EXPECT_EQ(got->options.name, name);
+        EXPECT_EQ(got->options.kind, kind);
         EXPECT_EQ(got->options.refinement, r);
         EXPECT_EQ(got->options.threshold.detection, d);
       }

@@ -117,7 +117,7 @@ aggregation = "median"
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   const RunMethod relative = MethodOf("cl-relative", *c);
-  EXPECT_EQ(relative.method.name, "splitfed-cl");
+  EXPECT_EQ(relative.method.kind, MethodKind::kColearning);
   EXPECT_EQ(relative.method.warmup_rounds, 7) << "a variant starts from [method]";
   EXPECT_EQ(relative.method.warmup_patience, 3);
   EXPECT_EQ(relative.method.threshold.detection, colearning::DetectionMode::kRelative);
