@@ -9,14 +9,16 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/signal_watch.h"
-#include "cli/toml_config.h"
 #include "client/site_client.h"
+#include "config/method_table.h"
+#include "config/toml_reader.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
 #include "datasets/folder_dataset.h"
@@ -26,6 +28,8 @@
 
 namespace splitfed::cli {
 namespace {
+
+using config::TomlTable;
 
 
 void InitLogging() {
@@ -47,81 +51,118 @@ struct CoordinatorFlags {
   bool insecure = false;
 };
 
-const std::set<std::string> kCoordinatorKeys = {
-    "listen", "database", "checkpoints", "enrolled_sites", "tls.certificate", "tls.private_key",
-    "tls.ca_certificate", "run.name", "run.rounds", "run.min_sites", "run.local_epochs",
-    "run.batch_size", "run.learning_rate", "run.round_deadline_seconds",
-    "run.activation_encoding", "run.seed", "run.aggregation", "run.mode", "run.method",
-    "method.warmup_rounds", "method.teacher_beta", "method.refinement", "method.kappa",
-    "method.consistency", "method.ramp_rounds", "method.loss_weights", "method.threshold",
-    "method.tau_min", "method.min_gap", "method.distillation_weight", "method.detection",
-    "method.separation", "method.warmup_patience", "model.in_channels",
-    "model.num_classes", "model.base_width", "model.depth", "model.split", "model.image_size"};
+// The [tls] table every kit file has: the holder's certificate and key, and the run's CA.
+struct TlsPaths {
+  std::string certificate, private_key, ca_certificate, target_name;
+};
 
-// The learning method and its [method] settings (docs/ALGORITHM.md §3-4).
-MethodOptions ReadMethod(const TomlValues& t, const std::string& flag) {
-  MethodOptions m;
-  Check(ParseMethod(flag.empty() ? t.String("run.method", "splitfed") : flag, &m.kind));
-  m.warmup_rounds = Unwrap(t.Int("method.warmup_rounds", m.warmup_rounds));
-  m.teacher_beta = Unwrap(t.Double("method.teacher_beta", m.teacher_beta));
-  Check(ParseRefinement(t.String("method.refinement", "soft"), &m.refinement));
-  m.kappa = Unwrap(t.Double("method.kappa", m.kappa));
-  auto choice = [&](const std::string& key, const std::string& fallback,
-                    const std::string& yes, const std::string& no) {
-    const std::string v = t.String(key, fallback);
-    if (v != yes && v != no)
-      throw std::invalid_argument(key + " must be " + yes + " or " + no + ", got " + v);
-    return v == yes;
-  };
-  m.consistency = choice("method.consistency", "true", "true", "false");
-  m.ramp_rounds = Unwrap(t.Int("method.ramp_rounds", m.ramp_rounds));
-  m.learned_loss_weights = choice("method.loss_weights", "learned", "learned", "fixed");
-  m.threshold.fixed_tau = choice("method.threshold", "gmm", "fixed", "gmm");
-  m.threshold.tau_min = Unwrap(t.Double("method.tau_min", m.threshold.tau_min));
-  m.threshold.min_gap = Unwrap(t.Double("method.min_gap", m.threshold.min_gap));
-  m.distillation_weight = Unwrap(t.Double("method.distillation_weight", m.distillation_weight));
-  const std::string detection = t.String("method.detection", "absolute");
-  if (!colearning::ParseDetectionMode(detection, &m.threshold.detection))
-    throw std::invalid_argument("method.detection must be absolute or relative, got " + detection);
-  m.threshold.separation = Unwrap(t.Double("method.separation", m.threshold.separation));
-  m.warmup_patience = Unwrap(t.Int("method.warmup_patience", m.warmup_patience));
-  return m;
+TlsPaths ReadTlsTable(TomlTable& file, bool with_target_name) {
+  TomlTable t = Unwrap(file.Table("tls"));
+  TlsPaths p;
+  Check(t.Path("certificate", &p.certificate));
+  Check(t.Path("private_key", &p.private_key));
+  Check(t.Path("ca_certificate", &p.ca_certificate));
+  if (with_target_name) Check(t.String("target_name", &p.target_name));
+  Check(t.RejectUnknown());
+  return p;
+}
+
+TlsFiles LoadTls(const TlsPaths& p) {
+  return Unwrap(ReadTlsFiles(p.certificate, p.private_key, p.ca_certificate));
+}
+
+// coordinator.toml: top-level listen / database / checkpoints / enrolled_sites, then [tls],
+// [run], [method] (the schema experiment files share, config/method_table.h) and [model].
+struct CoordinatorFile {
+  RunOptions run;
+  std::string listen = "127.0.0.1:50051";
+  std::string database = "coordinator.db";
+  std::string encoding = "fp32", mode = "sflv1", split = "deep";
+  TlsPaths tls;
+};
+
+CoordinatorFile ReadCoordinatorFile(const std::string& path) {
+  const config::TomlDocument doc = Unwrap(config::TomlDocument::ReadFile(path));
+  TomlTable top = doc.Root();
+  CoordinatorFile c;
+  RunOptions& o = c.run;
+  o.checkpoint_dir = "checkpoints";
+  Check(top.String("listen", &c.listen));
+  Check(top.Path("database", &c.database));
+  Check(top.Path("checkpoints", &o.checkpoint_dir));
+  Check(top.Strings("enrolled_sites", &o.enrolled_sites));
+  c.tls = ReadTlsTable(top, false);
+  TomlTable run = Unwrap(top.Table("run"));
+  TomlTable method = Unwrap(top.Table("method"));
+  TomlTable model = Unwrap(top.Table("model"));
+  Check(top.RejectUnknown());
+
+  o.run_name = "run";
+  o.rounds = 5;
+  o.min_sites = -1;  // all enrolled sites unless said
+  o.local_epochs = 1;
+  o.batch_size = 8;
+  o.learning_rate = 1e-3;
+  o.round_deadline_seconds = 600;
+  o.seed = 1;
+  Check(run.String("name", &o.run_name));
+  Check(run.Int("rounds", &o.rounds, 1, 100000));
+  Check(run.Int("min_sites", &o.min_sites, 1, 100000));
+  Check(run.Int("local_epochs", &o.local_epochs, 1, 1000));
+  Check(run.Int("batch_size", &o.batch_size, 2, 4096));
+  Check(run.Double("learning_rate", &o.learning_rate, 1e-9, 10));
+  Check(run.Double("round_deadline_seconds", &o.round_deadline_seconds, 1e-3, 1e7));
+  Check(run.Choice("activation_encoding", {"fp32", "fp16"}, &c.encoding));
+  int64_t seed = 1;
+  Check(run.Int("seed", &seed, 0, std::numeric_limits<int64_t>::max()));
+  o.seed = seed;
+  Check(run.String("aggregation", &o.aggregation));  // empty: the method's own rule
+  Check(run.Choice("mode", {"sflv1", "sflv2"}, &c.mode));
+  std::string method_name = MethodName(o.method.kind);
+  Check(run.String("method", &method_name));
+  Check(ParseMethod(method_name, &o.method.kind));
+  Check(run.RejectUnknown());
+
+  Check(config::ReadMethodTable(method, &o.method));
+  Check(method.RejectUnknown());
+
+  o.model = {1, 4, 16, 4};
+  o.image_size = 64;
+  Check(model.Int("in_channels", &o.model.in_channels, 1, 16));
+  Check(model.Int("num_classes", &o.model.num_classes, 2, 256));
+  Check(model.Int("base_width", &o.model.base_width, 1, 512));
+  Check(model.Int("depth", &o.model.depth, 1, 6));
+  Check(model.String("split", &c.split));
+  Check(model.Int("image_size", &o.image_size, 16, 4096));
+  Check(model.RejectUnknown());
+  return c;
 }
 
 void RunCoordinator(const CoordinatorFlags& f) {
   InitLogging();
-  const TomlValues t = Unwrap(ReadToml(f.config, kCoordinatorKeys));
-  RunOptions o;
-  o.run_name = t.String("run.name", "run");
-  o.rounds = f.rounds > 0 ? f.rounds : Unwrap(t.Int("run.rounds", 5));
-  o.enrolled_sites = f.sites.empty() ? t.List("enrolled_sites")
-                                     : std::vector<std::string>(absl::StrSplit(f.sites, ','));
-  o.min_sites = f.min_sites > 0 ? f.min_sites
-                                : Unwrap(t.Int("run.min_sites", o.enrolled_sites.size()));
-  o.local_epochs = f.local_epochs > 0 ? f.local_epochs : Unwrap(t.Int("run.local_epochs", 1));
-  o.batch_size = f.batch_size > 0 ? f.batch_size : Unwrap(t.Int("run.batch_size", 8));
-  o.learning_rate =
-      f.learning_rate > 0 ? f.learning_rate : Unwrap(t.Double("run.learning_rate", 1e-3));
-  o.round_deadline_seconds =
-      f.deadline > 0 ? f.deadline : Unwrap(t.Double("run.round_deadline_seconds", 600));
-  const std::string encoding =
-      f.encoding.empty() ? t.String("run.activation_encoding", "fp32") : f.encoding;
+  CoordinatorFile file = ReadCoordinatorFile(f.config);
+  RunOptions& o = file.run;
+  // Flags override the file.
+  if (f.rounds > 0) o.rounds = f.rounds;
+  if (!f.sites.empty()) o.enrolled_sites = absl::StrSplit(f.sites, ',');
+  if (f.min_sites > 0) o.min_sites = f.min_sites;
+  if (o.min_sites < 0) o.min_sites = o.enrolled_sites.size();
+  if (f.local_epochs > 0) o.local_epochs = f.local_epochs;
+  if (f.batch_size > 0) o.batch_size = f.batch_size;
+  if (f.learning_rate > 0) o.learning_rate = f.learning_rate;
+  if (f.deadline > 0) o.round_deadline_seconds = f.deadline;
+  const std::string encoding = f.encoding.empty() ? file.encoding : f.encoding;
   if (encoding != "fp32" && encoding != "fp16")
     throw std::invalid_argument("activation_encoding must be fp32 or fp16, got " + encoding);
   o.activation_encoding = encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
-  o.seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("run.seed", 1));
-  o.method = ReadMethod(t, f.method);
-  o.aggregation = t.String("run.aggregation", "");  // empty: the method's own rule
-  o.mode = Unwrap(ParseSplitMode(f.mode.empty() ? t.String("run.mode", "sflv1") : f.mode));
-  o.model.in_channels = Unwrap(t.Int("model.in_channels", 1));
-  o.model.num_classes = Unwrap(t.Int("model.num_classes", 4));
-  o.model.base_width = Unwrap(t.Int("model.base_width", 16));
-  o.model.depth = Unwrap(t.Int("model.depth", 4));
-  o.split = Unwrap(SplitSpec::Parse(f.split.empty() ? t.String("model.split", "deep") : f.split));
-  o.image_size = f.image_size > 0 ? f.image_size : Unwrap(t.Int("model.image_size", 64));
-  o.checkpoint_dir = f.checkpoints.empty() ? t.Path("checkpoints", "checkpoints") : f.checkpoints;
-  const std::string db = f.db.empty() ? t.Path("database", "coordinator.db") : f.db;
-  const std::string listen = f.listen.empty() ? t.String("listen", "127.0.0.1:50051") : f.listen;
+  if (f.seed >= 0) o.seed = f.seed;
+  if (!f.method.empty()) Check(ParseMethod(f.method, &o.method.kind));
+  o.mode = Unwrap(ParseSplitMode(f.mode.empty() ? file.mode : f.mode));
+  o.split = Unwrap(SplitSpec::Parse(f.split.empty() ? file.split : f.split));
+  if (f.image_size > 0) o.image_size = f.image_size;
+  if (!f.checkpoints.empty()) o.checkpoint_dir = f.checkpoints;
+  const std::string db = f.db.empty() ? file.database : f.db;
+  const std::string listen = f.listen.empty() ? file.listen : f.listen;
   if (f.threads > 0) torch::set_num_threads(f.threads);
 
   std::optional<TlsFiles> tls;
@@ -130,8 +171,7 @@ void RunCoordinator(const CoordinatorFlags& f) {
                  "WARNING: --insecure: no TLS, sites are trusted by the name they send. "
                  "Loopback experiments only.\n");
   } else {
-    tls = Unwrap(ReadTlsFiles(t.Path("tls.certificate"), t.Path("tls.private_key"),
-                              t.Path("tls.ca_certificate")));
+    tls = LoadTls(file.tls);
   }
   std::unique_ptr<RunStore> store = Unwrap(RunStore::Open(db));
   std::unique_ptr<Coordinator> coordinator = Unwrap(Coordinator::Create(o, store.get()));
@@ -165,31 +205,48 @@ struct ClientFlags {
   bool insecure = false;
 };
 
-const std::set<std::string> kSiteKeys = {"coordinator", "tls.certificate", "tls.private_key",
-                                         "tls.ca_certificate", "tls.target_name",
-                                         "data.folder", "data.masks", "data.phantom",
-                                         "data.seed"};
+// site.toml: coordinator, [tls] (with target_name) and [data].
+struct SiteFile {
+  std::string coordinator = "127.0.0.1:50051";
+  TlsPaths tls;
+  std::string folder, masks = "masks";
+  int64_t phantoms = 0, seed = 1;
+};
+
+SiteFile ReadSiteFile(const std::string& path) {
+  const config::TomlDocument doc = Unwrap(config::TomlDocument::ReadFile(path));
+  TomlTable top = doc.Root();
+  SiteFile s;
+  Check(top.String("coordinator", &s.coordinator));
+  s.tls = ReadTlsTable(top, true);
+  TomlTable data = Unwrap(top.Table("data"));
+  Check(top.RejectUnknown());
+  Check(data.Path("folder", &s.folder));
+  Check(data.String("masks", &s.masks));
+  Check(data.Int("phantom", &s.phantoms, 0, 1000000));
+  Check(data.Int("seed", &s.seed, 0, std::numeric_limits<int64_t>::max()));
+  Check(data.RejectUnknown());
+  return s;
+}
 
 void RunClient(const ClientFlags& f) {
   InitLogging();
-  const TomlValues t = Unwrap(ReadToml(f.config, kSiteKeys));
+  const SiteFile file = ReadSiteFile(f.config);
   SiteClientOptions o;
-  o.coordinator = f.coordinator.empty() ? t.String("coordinator", "127.0.0.1:50051")
-                                        : f.coordinator;
+  o.coordinator = f.coordinator.empty() ? file.coordinator : f.coordinator;
   if (f.insecure) {
     if (f.name.empty()) throw std::invalid_argument("--insecure needs --name SITE");
     std::fprintf(stderr, "WARNING: --insecure: no TLS. Loopback experiments only.\n");
     o.insecure_site_name = f.name;
   } else {
-    const TlsFiles files = Unwrap(ReadTlsFiles(
-        t.Path("tls.certificate"), t.Path("tls.private_key"), t.Path("tls.ca_certificate")));
+    const TlsFiles files = LoadTls(file.tls);
     o.tls = ClientTls{files.certificate_pem, files.private_key_pem, files.ca_certificate_pem,
-                      t.String("tls.target_name")};
+                      file.tls.target_name};
   }
-  const std::string folder = f.data.empty() ? t.Path("data.folder") : f.data;
-  const int64_t phantoms = f.phantom > 0 ? f.phantom : Unwrap(t.Int("data.phantom", 0));
-  const std::string masks = f.masks_dir.empty() ? t.String("data.masks", "masks") : f.masks_dir;
-  const int64_t seed = f.seed >= 0 ? f.seed : Unwrap(t.Int("data.seed", 1));
+  const std::string folder = f.data.empty() ? file.folder : f.data;
+  const int64_t phantoms = f.phantom > 0 ? f.phantom : file.phantoms;
+  const std::string masks = f.masks_dir.empty() ? file.masks : f.masks_dir;
+  const int64_t seed = f.seed >= 0 ? f.seed : file.seed;
   if (folder.empty() == (phantoms == 0))
     throw std::invalid_argument("give the site's data: --data DIR or --phantom N (not both)");
   o.load_data = [folder, phantoms, masks, seed](const DataRequest& r) {
@@ -235,17 +292,19 @@ struct StatusFlags {
 };
 
 void RunStatus(const StatusFlags& f) {
-  const TomlValues t = Unwrap(ReadToml(
-      f.config, {"coordinator", "tls.certificate", "tls.private_key", "tls.ca_certificate",
-                 "tls.target_name"}));
-  const TlsFiles files = Unwrap(ReadTlsFiles(t.Path("tls.certificate"), t.Path("tls.private_key"),
-                                             t.Path("tls.ca_certificate")));
+  // admin.toml: coordinator and [tls] (with target_name).
+  const config::TomlDocument doc = Unwrap(config::TomlDocument::ReadFile(f.config));
+  TomlTable top = doc.Root();
+  std::string address = "127.0.0.1:50051";
+  Check(top.String("coordinator", &address));
+  const TlsPaths paths = ReadTlsTable(top, true);
+  Check(top.RejectUnknown());
+  if (!f.coordinator.empty()) address = f.coordinator;
+  const TlsFiles files = LoadTls(paths);
   grpc::SslCredentialsOptions ssl{files.ca_certificate_pem, files.private_key_pem,
                                   files.certificate_pem};
   grpc::ChannelArguments args;
-  if (t.Has("tls.target_name")) args.SetSslTargetNameOverride(t.String("tls.target_name"));
-  const std::string address =
-      f.coordinator.empty() ? t.String("coordinator", "127.0.0.1:50051") : f.coordinator;
+  if (!paths.target_name.empty()) args.SetSslTargetNameOverride(paths.target_name);
   auto stub = v1::Admin::NewStub(
       grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args));
   grpc::ClientContext context;

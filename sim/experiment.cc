@@ -11,106 +11,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "config/method_table.h"
+#include "config/toml_reader.h"
 #include "status/status_macros.h"
 
 namespace splitfed::sim {
 namespace fs = std::filesystem;
 namespace {
 
-absl::Status Bad(const std::string& source, const std::string& key, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, ": ", what));
-}
-
-// Reads one TOML table, remembering the keys it was asked for, so anything else is an error.
-class TableReader {
- public:
-  TableReader(const toml::table* table, std::string source, std::string prefix)
-      : table_(table), source_(std::move(source)), prefix_(std::move(prefix)) {}
-
-  std::string Key(const std::string& key) const {
-    return prefix_.empty() ? key : absl::StrCat(prefix_, ".", key);
-  }
-  const toml::node* Node(const std::string& key) {
-    known_.insert(key);
-    return table_ ? table_->get(key) : nullptr;
-  }
-  absl::Status String(const std::string& key, std::string* out) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    if (!n->is_string()) return Bad(source_, Key(key), "must be a string");
-    *out = *n->value<std::string>();
-    return absl::OkStatus();
-  }
-  absl::Status Int(const std::string& key, int64_t* out, int64_t lo, int64_t hi) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    if (!n->is_integer()) return Bad(source_, Key(key), "must be an integer");
-    const int64_t v = *n->value<int64_t>();
-    if (v < lo || v > hi)
-      return Bad(source_, Key(key), absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
-    *out = v;
-    return absl::OkStatus();
-  }
-  absl::Status Double(const std::string& key, double* out, double lo, double hi) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    if (!n->is_number()) return Bad(source_, Key(key), "must be a number");
-    const double v = *n->value<double>();
-    if (!(v >= lo && v <= hi))
-      return Bad(source_, Key(key), absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
-    *out = v;
-    return absl::OkStatus();
-  }
-  absl::Status Bool(const std::string& key, bool* out) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    if (!n->is_boolean()) return Bad(source_, Key(key), "must be true or false");
-    *out = *n->value<bool>();
-    return absl::OkStatus();
-  }
-  absl::Status Strings(const std::string& key, std::vector<std::string>* out) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    const toml::array* a = n->as_array();
-    if (!a) return Bad(source_, Key(key), "must be a list of strings");
-    out->clear();
-    for (const auto& item : *a) {
-      if (!item.is_string()) return Bad(source_, Key(key), "must be a list of strings");
-      out->push_back(*item.value<std::string>());
-    }
-    return absl::OkStatus();
-  }
-  absl::Status Seeds(const std::string& key, std::vector<uint64_t>* out) {
-    const toml::node* n = Node(key);
-    if (!n) return absl::OkStatus();
-    const toml::array* a = n->as_array();
-    if (!a || a->empty()) return Bad(source_, Key(key), "must be a non-empty list of integers");
-    out->clear();
-    for (const auto& item : *a) {
-      if (!item.is_integer() || *item.value<int64_t>() < 0)
-        return Bad(source_, Key(key), "must be a list of integers >= 0");
-      out->push_back(static_cast<uint64_t>(*item.value<int64_t>()));
-    }
-    return absl::OkStatus();
-  }
-  // After every read: anything the table holds that nobody asked for is a typo.
-  absl::Status RejectUnknown() const {
-    if (!table_) return absl::OkStatus();
-    for (const auto& [key, node] : *table_) {
-      const std::string k(key.str());
-      if (!known_.count(k))
-        return Bad(source_, Key(k),
-                   absl::StrCat("unknown key (known here: ", absl::StrJoin(known_, ", "), ")"));
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  const toml::table* table_;
-  std::string source_;
-  std::string prefix_;
-  std::set<std::string> known_;
-};
+using config::TomlTable;
 
 absl::StatusOr<std::vector<NoiseModel>> ParseModels(const std::string& text) {
   std::vector<NoiseModel> models;
@@ -132,35 +41,32 @@ std::string ModelsText(const std::vector<NoiseModel>& models) {
 }
 
 // One site's noise from a table with model / image_fraction / severity / bias.
-absl::Status ReadSiteNoise(TableReader& r, const std::string& source, SiteNoise* out,
-                           std::string* bias_text) {
+absl::Status ReadSiteNoise(TomlTable& r, SiteNoise* out, std::string* bias_text) {
   std::string model = ModelsText(out->models);
   RETURN_IF_ERROR(r.String("model", &model));
   absl::StatusOr<std::vector<NoiseModel>> models = ParseModels(model);
-  if (!models.ok()) return Bad(source, r.Key("model"), std::string(models.status().message()));
+  if (!models.ok()) return r.Error("model", std::string(models.status().message()));
   out->models = *models;
   RETURN_IF_ERROR(r.Double("image_fraction", &out->image_fraction, 0, 1));
   RETURN_IF_ERROR(r.Double("severity", &out->severity, 0, 1));
   std::string amplitude = BoundaryAmplitudeName(out->amplitude);
   RETURN_IF_ERROR(r.String("amplitude", &amplitude));
   absl::StatusOr<BoundaryAmplitude> a = ParseBoundaryAmplitude(amplitude);
-  if (!a.ok()) return Bad(source, r.Key("amplitude"), std::string(a.status().message()));
+  if (!a.ok()) return r.Error("amplitude", std::string(a.status().message()));
   out->amplitude = *a;
   RETURN_IF_ERROR(r.String("bias", bias_text));
   if (*bias_text != "alternate") {
     absl::StatusOr<NoiseBias> b = ParseNoiseBias(*bias_text);
-    if (!b.ok()) return Bad(source, r.Key("bias"), std::string(b.status().message()));
+    if (!b.ok()) return r.Error("bias", std::string(b.status().message()));
     out->bias = *b;
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<NoiseSetting> ReadNoiseSetting(const toml::table& t, const std::string& source,
-                                              const std::string& prefix, int64_t sites) {
-  TableReader r(&t, source, prefix);
+absl::StatusOr<NoiseSetting> ReadNoiseSetting(TomlTable& r, int64_t sites) {
   NoiseSetting setting;
   RETURN_IF_ERROR(r.String("name", &setting.name));
-  if (setting.name.empty()) return Bad(source, r.Key("name"), "every noise setting needs a name");
+  if (setting.name.empty()) return r.Error("name", "every noise setting needs a name");
   // Either a sweep-style description (a share of the sites, all alike) ...
   double noisy_sites = 0;
   RETURN_IF_ERROR(r.Double("noisy_sites", &noisy_sites, 0, 1));
@@ -168,25 +74,20 @@ absl::StatusOr<NoiseSetting> ReadNoiseSetting(const toml::table& t, const std::s
   noisy.models = {NoiseModel::kBoundary};
   noisy.image_fraction = 0.8;
   std::string bias = "alternate";
-  RETURN_IF_ERROR(ReadSiteNoise(r, source, &noisy, &bias));
+  RETURN_IF_ERROR(ReadSiteNoise(r, &noisy, &bias));
   // ... or one entry per site.
-  const toml::node* per_site = r.Node("site");
+  const bool per_site = r.Has("site");
+  ASSIGN_OR_RETURN(std::vector<TomlTable> site_tables, r.Tables("site"));
   RETURN_IF_ERROR(r.RejectUnknown());
   if (per_site) {
-    const toml::array* list = per_site->as_array();
-    if (!list) return Bad(source, r.Key("site"), "must be a list of tables, one per site");
-    if (static_cast<int64_t>(list->size()) != sites)
-      return Bad(source, r.Key("site"), absl::StrCat("lists ", list->size(), " sites; the federation has ", sites));
-    for (size_t k = 0; k < list->size(); ++k) {
-      const toml::table* st = (*list)[k].as_table();
-      const std::string key = absl::StrCat(r.Key("site"), "[", k, "]");
-      if (!st) return Bad(source, key, "must be a table");
-      TableReader sr(st, source, key);
+    if (static_cast<int64_t>(site_tables.size()) != sites)
+      return r.Error("site", absl::StrCat("lists ", site_tables.size(), " sites; the federation has ", sites));
+    for (TomlTable& sr : site_tables) {
       SiteNoise n;
       std::string site_bias = "mixed";
-      RETURN_IF_ERROR(ReadSiteNoise(sr, source, &n, &site_bias));
+      RETURN_IF_ERROR(ReadSiteNoise(sr, &n, &site_bias));
       if (site_bias == "alternate")
-        return Bad(source, sr.Key("bias"), "'alternate' is for the whole setting; say shrink, expand or mixed");
+        return sr.Error("bias", "'alternate' is for the whole setting; say shrink, expand or mixed");
       RETURN_IF_ERROR(sr.RejectUnknown());
       setting.sites.push_back(n);
     }
@@ -303,90 +204,34 @@ ExperimentConfig DefaultExperiment() {
   return c;
 }
 
-// The keys of [method], also allowed in a [[variant]]; each one left out keeps `*m`'s value.
-absl::Status ReadMethodKeys(TableReader& m, const std::string& source, MethodOptions* out) {
-  MethodOptions& o = *out;
-  RETURN_IF_ERROR(m.Int("warmup_rounds", &o.warmup_rounds, 0, 100000));
-  RETURN_IF_ERROR(m.Int("warmup_patience", &o.warmup_patience, 0, 100000));
-  RETURN_IF_ERROR(m.Double("teacher_beta", &o.teacher_beta, 0, 0.999));
-  RETURN_IF_ERROR(m.Int("ramp_rounds", &o.ramp_rounds, 0, 100000));
-  RETURN_IF_ERROR(m.Double("tau_min", &o.threshold.tau_min, 0, 1));
-  RETURN_IF_ERROR(m.Double("min_gap", &o.threshold.min_gap, 0, 1e6));
-  RETURN_IF_ERROR(m.Double("separation", &o.threshold.separation, 0, 1e6));
-  std::string detection = colearning::DetectionModeName(o.threshold.detection);
-  RETURN_IF_ERROR(m.String("detection", &detection));
-  if (!colearning::ParseDetectionMode(detection, &o.threshold.detection))
-    return Bad(source, m.Key("detection"),
-               absl::StrCat("must be absolute or relative, got '", detection, "'"));
-  std::string threshold = o.threshold.fixed_tau ? "fixed" : "gmm";
-  RETURN_IF_ERROR(m.String("threshold", &threshold));
-  if (threshold != "fixed" && threshold != "gmm")
-    return Bad(source, m.Key("threshold"),
-               absl::StrCat("must be gmm or fixed, got '", threshold, "'"));
-  o.threshold.fixed_tau = threshold == "fixed";
-  RETURN_IF_ERROR(m.Double("kappa", &o.kappa, 0.01, 1));
-  std::string refinement = RefinementName(o.refinement);
-  RETURN_IF_ERROR(m.String("refinement", &refinement));
-  if (auto st = ParseRefinement(refinement, &o.refinement); !st.ok())
-    return Bad(source, m.Key("refinement"), std::string(st.message()));
-  RETURN_IF_ERROR(m.Bool("consistency", &o.consistency));
-  std::string weights = o.learned_loss_weights ? "learned" : "fixed";
-  RETURN_IF_ERROR(m.String("loss_weights", &weights));
-  if (weights != "learned" && weights != "fixed")
-    return Bad(source, m.Key("loss_weights"),
-               absl::StrCat("must be learned or fixed, got '", weights, "'"));
-  o.learned_loss_weights = weights == "learned";
-  RETURN_IF_ERROR(m.Double("distillation_weight", &o.distillation_weight, 0, 1));
-  return absl::OkStatus();
-}
-
 absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
                                                  const std::string& source,
                                                  const std::string& base_folder) {
-  toml::table doc;
-  try {
-    doc = toml::parse(toml_text, source);
-  } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.source().begin.line, ": ",
-                                                   std::string(e.description())));
-  }
+  ASSIGN_OR_RETURN(const config::TomlDocument doc,
+                   config::TomlDocument::Parse(toml_text, source, base_folder));
   ExperimentConfig c;
   c.noise.clear();
-  // Absolute, so that the resolved config.toml an experiment saves still finds its data
-  // when `--resume` reads it from the output folder.
-  auto path = [&](const std::string& p) {
-    return p.empty() || fs::path(p).is_absolute()
-               ? p
-               : fs::absolute(fs::path(base_folder) / p).lexically_normal().string();
-  };
-  auto sub = [&](const char* name) -> absl::StatusOr<const toml::table*> {
-    const toml::node* n = doc.get(name);
-    if (!n) return nullptr;
-    if (!n->is_table()) return Bad(source, name, "must be a table [" + std::string(name) + "]");
-    return n->as_table();
-  };
-
-  TableReader top(&doc, source, "");
+  // Paths come out absolute, so that the resolved config.toml an experiment saves still finds
+  // its data when `--resume` reads it from the output folder.
+  TomlTable top = doc.Root();
   RETURN_IF_ERROR(top.String("name", &c.name));
-  RETURN_IF_ERROR(top.String("out", &c.out_dir));
-  c.out_dir = path(c.out_dir);
-  for (const char* t :
-       {"data", "partition", "federation", "experiment", "method", "variant", "noise"})
-    top.Node(t);
+  RETURN_IF_ERROR(top.Path("out", &c.out_dir));
+  ASSIGN_OR_RETURN(TomlTable d, top.Table("data"));
+  ASSIGN_OR_RETURN(TomlTable p, top.Table("partition"));
+  ASSIGN_OR_RETURN(TomlTable f, top.Table("federation"));
+  ASSIGN_OR_RETURN(TomlTable e, top.Table("experiment"));
+  ASSIGN_OR_RETURN(TomlTable m, top.Table("method"));
+  ASSIGN_OR_RETURN(std::vector<TomlTable> variants, top.Tables("variant"));
+  ASSIGN_OR_RETURN(std::vector<TomlTable> noise, top.Tables("noise"));
   RETURN_IF_ERROR(top.RejectUnknown());
 
-  absl::StatusOr<const toml::table*> data = sub("data");
-  if (!data.ok()) return data.status();
-  TableReader d(*data, source, "data");
   std::string kind = DatasetKindName(c.dataset);
   RETURN_IF_ERROR(d.String("kind", &kind));
   absl::StatusOr<DatasetKind> dk = ParseDatasetKind(kind);
-  if (!dk.ok()) return Bad(source, "data.kind", std::string(dk.status().message()));
+  if (!dk.ok()) return d.Error("kind", std::string(dk.status().message()));
   c.dataset = *dk;
-  RETURN_IF_ERROR(d.String("root", &c.root));
-  c.root = path(c.root);
-  RETURN_IF_ERROR(d.Strings("site_roots", &c.site_roots));
-  for (auto& r : c.site_roots) r = path(r);
+  RETURN_IF_ERROR(d.Path("root", &c.root));
+  RETURN_IF_ERROR(d.Paths("site_roots", &c.site_roots));
   RETURN_IF_ERROR(d.String("masks", &c.masks));
   RETURN_IF_ERROR(d.Strings("annotators", &c.annotators));
   RETURN_IF_ERROR(d.Int("image_size", &c.image_size, 16, 1024));
@@ -398,21 +243,15 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   RETURN_IF_ERROR(d.Double("validation_fraction", &c.validation_fraction, 0, 0.5));
   RETURN_IF_ERROR(d.RejectUnknown());
 
-  absl::StatusOr<const toml::table*> partition = sub("partition");
-  if (!partition.ok()) return partition.status();
-  TableReader p(*partition, source, "partition");
   std::string pk = PartitionKindName(c.partition);
   RETURN_IF_ERROR(p.String("kind", &pk));
   absl::StatusOr<PartitionKind> pkind = ParsePartitionKind(pk);
-  if (!pkind.ok()) return Bad(source, "partition.kind", std::string(pkind.status().message()));
+  if (!pkind.ok()) return p.Error("kind", std::string(pkind.status().message()));
   c.partition = *pkind;
   RETURN_IF_ERROR(p.Double("alpha", &c.alpha, 1e-3, 1e6));
   RETURN_IF_ERROR(p.Int("min_images", &c.min_images, 2, 100000));
   RETURN_IF_ERROR(p.RejectUnknown());
 
-  absl::StatusOr<const toml::table*> federation = sub("federation");
-  if (!federation.ok()) return federation.status();
-  TableReader f(*federation, source, "federation");
   RETURN_IF_ERROR(f.Int("sites", &c.sites, 1, 1024));
   RETURN_IF_ERROR(f.Int("rounds", &c.rounds, 1, 100000));
   RETURN_IF_ERROR(f.Int("local_epochs", &c.local_epochs, 1, 1000));
@@ -429,50 +268,28 @@ absl::StatusOr<ExperimentConfig> ParseExperiment(const std::string& toml_text,
   c.threads = static_cast<int>(threads);
   RETURN_IF_ERROR(f.RejectUnknown());
 
-  absl::StatusOr<const toml::table*> experiment = sub("experiment");
-  if (!experiment.ok()) return experiment.status();
-  TableReader e(*experiment, source, "experiment");
   RETURN_IF_ERROR(e.Strings("methods", &c.methods));
   RETURN_IF_ERROR(e.Seeds("seeds", &c.seeds));
   RETURN_IF_ERROR(e.RejectUnknown());
 
-  absl::StatusOr<const toml::table*> method = sub("method");
-  if (!method.ok()) return method.status();
-  TableReader m(*method, source, "method");
-  RETURN_IF_ERROR(ReadMethodKeys(m, source, &c.method));
+  RETURN_IF_ERROR(config::ReadMethodTable(m, &c.method));
   RETURN_IF_ERROR(m.RejectUnknown());
 
   // Variants: a base method with some [method] keys changed, run under a name of their own.
-  if (const toml::node* n = doc.get("variant")) {
-    const toml::array* list = n->as_array();
-    if (!list) return Bad(source, "variant", "must be [[variant]] tables");
-    for (size_t i = 0; i < list->size(); ++i) {
-      const toml::table* t = (*list)[i].as_table();
-      const std::string where = absl::StrCat("variant[", i, "]");
-      if (!t) return Bad(source, where, "must be a table");
-      TableReader v(t, source, where);
-      MethodVariant variant;
-      variant.method = c.method;
-      RETURN_IF_ERROR(v.String("name", &variant.name));
-      RETURN_IF_ERROR(v.String("base", &variant.base));
-      RETURN_IF_ERROR(v.String("aggregation", &variant.aggregation));
-      RETURN_IF_ERROR(ReadMethodKeys(v, source, &variant.method));
-      RETURN_IF_ERROR(v.RejectUnknown());
-      c.variants.push_back(variant);
-    }
+  for (TomlTable& v : variants) {
+    MethodVariant variant;
+    variant.method = c.method;
+    RETURN_IF_ERROR(v.String("name", &variant.name));
+    RETURN_IF_ERROR(v.String("base", &variant.base));
+    RETURN_IF_ERROR(v.String("aggregation", &variant.aggregation));
+    RETURN_IF_ERROR(config::ReadMethodTable(v, &variant.method));
+    RETURN_IF_ERROR(v.RejectUnknown());
+    c.variants.push_back(variant);
   }
 
-  if (const toml::node* n = doc.get("noise")) {
-    const toml::array* list = n->as_array();
-    if (!list) return Bad(source, "noise", "must be [[noise]] tables");
-    for (size_t i = 0; i < list->size(); ++i) {
-      const toml::table* t = (*list)[i].as_table();
-      if (!t) return Bad(source, absl::StrCat("noise[", i, "]"), "must be a table");
-      absl::StatusOr<NoiseSetting> s =
-          ReadNoiseSetting(*t, source, absl::StrCat("noise[", i, "]"), c.sites);
-      if (!s.ok()) return s.status();
-      c.noise.push_back(*s);
-    }
+  for (TomlTable& t : noise) {
+    ASSIGN_OR_RETURN(NoiseSetting setting, ReadNoiseSetting(t, c.sites));
+    c.noise.push_back(setting);
   }
   if (c.noise.empty())  // no synthetic noise: every site as its data comes
     c.noise.push_back({c.dataset == DatasetKind::kAnnotators ? "annotators" : "clean",

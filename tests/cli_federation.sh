@@ -19,6 +19,17 @@ trap cleanup EXIT
 cd "$work"
 
 "$splitfed" provision --out kit --sites a,b > /dev/null
+
+# A typo in coordinator.toml's [method] (the schema experiment files share) stops the
+# coordinator before it serves, with the key's full name.
+{ cat kit/coordinator/coordinator.toml; printf '\n[method]\nrefinment = "hard"\n'; } \
+  > kit/coordinator/typo.toml
+if "$splitfed" coordinator --config kit/coordinator/typo.toml --listen 127.0.0.1:0 \
+  > typo.out 2>&1; then
+  echo "a coordinator.toml with an unknown key was accepted"; cat typo.out; exit 1
+fi
+grep -q "typo.toml: method.refinment: unknown key" typo.out \
+  || { echo "the unknown key was not named:"; cat typo.out; exit 1; }
 "$splitfed" coordinator --config kit/coordinator/coordinator.toml --listen 127.0.0.1:0 \
   --rounds 2 --image-size 32 > coordinator.out 2> coordinator.log &
 pids+=($!)
