@@ -59,9 +59,8 @@ NamedTensors WeightedAverage(const std::vector<SiteUpdate>& updates,
 
 absl::StatusOr<NamedTensors> Aggregator::Aggregate(const std::vector<SiteUpdate>& updates) const {
   RETURN_IF_ERROR(ValidateUpdates(updates));
-  absl::StatusOr<std::vector<double>> weights = Weights(updates);
-  if (!weights.ok()) return weights.status();
-  return WeightedAverage(updates, *weights);
+  ASSIGN_OR_RETURN(std::vector<double> weights, Weights(updates));
+  return WeightedAverage(updates, weights);
 }
 
 namespace {
@@ -216,16 +215,14 @@ absl::StatusOr<std::vector<double>> LayerwiseQuality::Weights(
 absl::StatusOr<NamedTensors> LayerwiseQuality::Aggregate(
     const std::vector<SiteUpdate>& updates) const {
   RETURN_IF_ERROR(ValidateUpdates(updates));
-  absl::StatusOr<std::vector<double>> quality = Weights(updates);
-  if (!quality.ok()) return quality.status();
-  absl::StatusOr<std::vector<double>> quantity = FedAvg().Weights(updates);
-  if (!quantity.ok()) return quantity.status();
+  ASSIGN_OR_RETURN(std::vector<double> quality, Weights(updates));
+  ASSIGN_OR_RETURN(std::vector<double> quantity, FedAvg().Weights(updates));
   NamedTensors out;
   for (const auto& [name, ref] : updates.front().state) {
     const double lambda = Depth(name);
     std::vector<double> w;
     for (size_t k = 0; k < updates.size(); ++k)
-      w.push_back((1 - lambda) * (*quantity)[k] + lambda * (*quality)[k]);
+      w.push_back((1 - lambda) * quantity[k] + lambda * quality[k]);
     std::vector<SiteUpdate> one_entry;
     for (const SiteUpdate& u : updates)
       one_entry.push_back({u.site, u.num_images, 0, 0, {{name, u.state.at(name)}}});

@@ -152,9 +152,7 @@ void RunCoordinator(const CoordinatorFlags& f) {
   if (f.learning_rate > 0) o.learning_rate = f.learning_rate;
   if (f.deadline > 0) o.round_deadline_seconds = f.deadline;
   const std::string encoding = f.encoding.empty() ? file.encoding : f.encoding;
-  if (encoding != "fp32" && encoding != "fp16")
-    throw std::invalid_argument("activation_encoding must be fp32 or fp16, got " + encoding);
-  o.activation_encoding = encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
+  o.activation_encoding = Unwrap(ParseWireEncoding(encoding));
   if (f.seed >= 0) o.seed = f.seed;
   if (!f.method.empty()) Check(ParseMethod(f.method, &o.method.kind));
   o.mode = Unwrap(ParseSplitMode(f.mode.empty() ? file.mode : f.mode));

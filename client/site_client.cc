@@ -56,9 +56,8 @@ class StreamBody : public BodyLink {
   absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
     v1::SplitMessage out;
     RETURN_IF_ERROR(codec_.EncodeGradient(g2, encoding_, out.mutable_tensor()));
-    absl::StatusOr<v1::SplitMessage> in = Exchange(v1::SplitMessage::GRADIENT, &out);
-    if (!in.ok()) return in.status();
-    return codec_.DecodeGradient(in->tensor(), Limits(out, shapes_.a1), "g1");
+    ASSIGN_OR_RETURN(v1::SplitMessage in, Exchange(v1::SplitMessage::GRADIENT, &out));
+    return codec_.DecodeGradient(in.tensor(), Limits(out, shapes_.a1), "g1");
   }
   absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
     return Activation(v1::SplitMessage::EVAL, a1);
@@ -76,9 +75,8 @@ class StreamBody : public BodyLink {
     v1::SplitMessage out;
     if (auto s = codec_.EncodeActivation(a1, encoding_, training, out.mutable_tensor()); !s.ok())
       return s;
-    absl::StatusOr<v1::SplitMessage> in = Exchange(kind, &out);
-    if (!in.ok()) return in.status();
-    return codec_.DecodeActivation(in->tensor(), Limits(out, shapes_.a2), "a2", training);
+    ASSIGN_OR_RETURN(v1::SplitMessage in, Exchange(kind, &out));
+    return codec_.DecodeActivation(in.tensor(), Limits(out, shapes_.a2), "a2", training);
   }
 
   // Sends `out` (its tensor already encoded) and returns the coordinator's answer.
@@ -229,17 +227,15 @@ struct SiteClient::Impl {
         absl::StrCat("the coordinator's model does not build: ", cs.status().message()));
     shapes = *cs;
     if (train.size() == 0) {  // first join: load the data at the run's size
-      absl::StatusOr<SegmentationSet> data = options.load_data(
-          {m.image_height(), m.image_width(), m.in_channels(), m.num_classes()});
-      if (!data.ok()) return data.status();
-      const int64_t n = data->size();
-      const int64_t n_val = std::max<int64_t>(
-          n >= 4 ? 1 : 0, static_cast<int64_t>(n * options.validation_fraction));
+      ASSIGN_OR_RETURN(SegmentationSet data, options.load_data({m.image_height(), m.image_width(),
+                                                                m.in_channels(), m.num_classes()}));
+      const int64_t n = data.size();
+      const int64_t n_val = ValidationImages(n, options.validation_fraction);
       if (n - n_val < 2)
         return absl::InvalidArgumentError(
             absl::StrCat("the site has ", n, " images; it needs at least 2 to train"));
-      train = data->Subset(torch::arange(0, n - n_val));
-      validation = data->Subset(torch::arange(n - n_val, n));
+      train = data.Subset(torch::arange(0, n - n_val));
+      validation = data.Subset(torch::arange(n - n_val, n));
       LOG(INFO) << "event=data_loaded site=" << name << " train=" << train.size()
                 << " validation=" << validation.size();
       return Join();  // report the image count
@@ -446,9 +442,7 @@ struct SiteClient::Impl {
         std::chrono::milliseconds(settings.deadline_unix_ms())));
     Active active(this, &context);
     auto stream = split->Train(&context);
-    const WireEncoding encoding = settings.activation_encoding() == v1::ENCODING_FP16
-                                      ? WireEncoding::kFp16
-                                      : WireEncoding::kFp32;
+    const WireEncoding encoding = FromWire(settings.activation_encoding());
     StreamBody body(stream.get(), settings.round(), encoding, shapes, CutsRectified(model, cut).a1);
     // Any failure on the stream closes it; the coordinator's reason, when it gave one, wins.
     auto close_stream = [&](const absl::Status& why) -> absl::Status {
@@ -474,6 +468,10 @@ struct SiteClient::Impl {
     return true;
   }
 };
+
+int64_t ValidationImages(int64_t images, double fraction) {
+  return std::max<int64_t>(images >= 4 ? 1 : 0, static_cast<int64_t>(images * fraction));
+}
 
 SiteClient::SiteClient(SiteClientOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);

@@ -45,6 +45,10 @@ struct EpochReport {
   double seconds = 0;
 };
 
+// How many of a site's `images` it holds back for validation (the last ones): `fraction` of
+// them, and at least one once it has 4.
+int64_t ValidationImages(int64_t images, double fraction);
+
 struct SiteClientOptions {
   std::string coordinator;               // "host:port"
   std::optional<ClientTls> tls;          // nullopt: insecure (loopback experiments only)

@@ -40,9 +40,13 @@ at::Tensor HardRefinedTargets(const at::Tensor& masks, const at::Tensor& fused,
   return torch::where(replace, fused.argmax(1), masks);
 }
 
+at::Tensor ClampLogVariances(const at::Tensor& log_variances) {
+  return log_variances.clamp(-kMaxLogVariance, kMaxLogVariance);
+}
+
 at::Tensor WeightedLoss(const at::Tensor& log_variances,
                         const std::vector<std::optional<at::Tensor>>& terms) {
-  const torch::Tensor s = log_variances.clamp(-5, 5);
+  const torch::Tensor s = ClampLogVariances(log_variances);
   torch::Tensor total = torch::zeros({}, log_variances.options());
   for (size_t j = 0; j < terms.size(); ++j) {
     if (!terms[j]) continue;

@@ -31,9 +31,15 @@ at::Tensor SoftRefinedTargets(const at::Tensor& masks, const at::Tensor& fused,
 at::Tensor HardRefinedTargets(const at::Tensor& masks, const at::Tensor& fused,
                               const at::Tensor& teacher_probs, double kappa = 0.8);
 
+// The bound on each loss weight's log-variance s_j, wherever it is kept: in the loss, after a
+// site's optimiser step and when the coordinator averages the sites' values [ours: keeps
+// exp(−s) in [e^−5, e^5], so no term is silenced or blown up].
+constexpr double kMaxLogVariance = 5;
+at::Tensor ClampLogVariances(const at::Tensor& log_variances);
+
 // Trainable loss weighting (Kendall, Gal and Cipolla, CVPR 2018): Σ_j ½·exp(−s_j)·L_j + ½·s_j
 // over the terms that are present (a term with no images this batch contributes 0), with
-// s = `log_variances` (one per term) clamped to [−5, 5].
+// s = `log_variances` (one per term) clamped to ±kMaxLogVariance.
 at::Tensor WeightedLoss(const at::Tensor& log_variances,
                         const std::vector<std::optional<at::Tensor>>& terms);
 

@@ -5,6 +5,7 @@
 
 #include "colearning/refinement.h"
 #include "colearning/reliability.h"
+#include "status/status_macros.h"
 
 namespace splitfed::colearning {
 
@@ -20,9 +21,8 @@ absl::StatusOr<TeacherOutputs> RunTeacher(UNetSegment front, UNetSegment back,
     const int64_t end = std::min(start + batch_size, set.size());
     SkipSet skips;
     const torch::Tensor a1 = front->forward(set.images.slice(0, start, end), skips);
-    absl::StatusOr<torch::Tensor> a2 = link.Teacher(a1);
-    if (!a2.ok()) return a2.status();
-    const torch::Tensor logits = back->forward(*a2, skips);
+    ASSIGN_OR_RETURN(torch::Tensor a2, link.Teacher(a1));
+    const torch::Tensor logits = back->forward(a2, skips);
     probs.push_back(torch::softmax(logits, 1));
     for (int64_t i = start; i < end; ++i)
       out.losses.push_back(SegmentationLoss(logits.slice(0, i - start, i - start + 1),
@@ -148,7 +148,7 @@ std::vector<torch::Tensor> CoLearningObjective::parameters() {
 
 void CoLearningObjective::AfterStep() {
   torch::NoGradGuard no_grad;
-  log_variances_.clamp_(-5, 5);
+  log_variances_.clamp_(-kMaxLogVariance, kMaxLogVariance);
 }
 
 DistillationObjective::DistillationObjective(const TeacherOutputs& teacher, double weight,

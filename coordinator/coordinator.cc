@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "colearning/refinement.h"
 #include "split/model_file.h"
 #include "status/status_macros.h"
 
@@ -125,14 +126,12 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   c->client_template_.num_images = 1;
   c->client_template_.state = c->ClientStateLocked();
   if (store) {
-    absl::StatusOr<int64_t> run = store->CreateRun(
-        options.run_name,
-        absl::StrCat("{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
-                     ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"",
-                     options.method.name(), "\", \"aggregation\": \"", options.AggregationRule(),
-                     "\", \"mode\": \"", SplitModeName(options.mode), "\"}"));
-    if (!run.ok()) return run.status();
-    c->run_id_ = *run;
+    const std::string settings = absl::StrCat(
+        "{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
+        ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"", options.method.name(),
+        "\", \"aggregation\": \"", options.AggregationRule(), "\", \"mode\": \"",
+        SplitModeName(options.mode), "\"}");
+    ASSIGN_OR_RETURN(c->run_id_, store->CreateRun(options.run_name, settings));
   }
   if (!options.checkpoint_dir.empty()) {
     std::error_code ec;
@@ -247,11 +246,10 @@ absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
     absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&)) {
   RETURN_IF_ERROR(CheckBatchShape(input, per_image_shape, what));
   RETURN_IF_ERROR(WaitForTurn(site, round));
-  auto p = ActiveParticipant(site, round);
-  if (!p.ok()) return p.status();
+  ASSIGN_OR_RETURN(auto p, ActiveParticipant(site, round));
   return TensorWorkResult(round, [&] {
-    std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-    return Guarded(what, [&] { return ((*(*p)->body).*call)(input); });
+    std::lock_guard<std::mutex> lock(*p->body_mutex);
+    return Guarded(what, [&] { return ((*p->body).*call)(input); });
   });
 }
 
@@ -313,15 +311,16 @@ absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round)
     std::lock_guard<std::mutex> lock(mutex_);
     if (participants_.size() == 1) return absl::OkStatus();
   }
-  auto p = ActiveParticipant(site, round);
-  if (!p.ok()) return p.status();
-  return TensorWorkResult(round, [&] {
-           std::lock_guard<std::mutex> lock(*(*p)->body_mutex);
-           return Guarded("the body's optimiser step", [&] {
-             (*p)->body->FinishStep();
-             return torch::Tensor();
-           });
-         }).status();
+  ASSIGN_OR_RETURN(auto p, ActiveParticipant(site, round));
+  return TensorWorkResult(round,
+                          [&] {
+                            std::lock_guard<std::mutex> lock(*p->body_mutex);
+                            return Guarded("the body's optimiser step", [&] {
+                              p->body->FinishStep();
+                              return torch::Tensor();
+                            });
+                          })
+      .status();
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,
@@ -397,8 +396,7 @@ std::set<std::string> Coordinator::NoisySites() const {
 }
 
 absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submission) {
-  auto p = ActiveParticipant(site, submission.round);
-  if (!p.ok()) return p.status();
+  ASSIGN_OR_RETURN(auto p, ActiveParticipant(site, submission.round));
   // A refused update leaves the site out of the round at once (the others need not wait for
   // the deadline); the error says why.
   auto refuse = [&](const absl::Status& why) {
@@ -416,8 +414,8 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
   candidate.state = submission.client_state;
   if (auto s = ValidateUpdates({client_template_, candidate}); !s.ok()) return refuse(s);
   std::lock_guard<std::mutex> lock(mutex_);
-  (*p)->submission = std::move(submission);
-  (*p)->submitted = true;
+  p->submission = std::move(submission);
+  p->submitted = true;
   AdvanceTurnLocked();
   changed_.notify_all();
   return absl::OkStatus();
@@ -682,17 +680,16 @@ absl::StatusOr<std::vector<double>> Coordinator::AggregateRound(int64_t round,
   ASSIGN_OR_RETURN(std::vector<double> weights, rule.Weights(updates.client));
   ASSIGN_OR_RETURN(const NamedTensors client, rule.Aggregate(updates.client));
   // SFLV2's one body already holds every site's steps; only SFLV1's copies are combined.
-  absl::StatusOr<NamedTensors> body = options_.mode == SplitMode::kV2
+  ASSIGN_OR_RETURN(NamedTensors body, options_.mode == SplitMode::kV2
                                           ? updates.body.front().state
-                                          : rule.Aggregate(updates.body);
-  if (!body.ok()) return body.status();
+                                          : rule.Aggregate(updates.body));
   NamedTensors front, back;
   SplitClientPartsState(client, &front, &back);
   std::lock_guard<std::mutex> relock(mutex_);
   RETURN_IF_ERROR(LoadState(*global_.front, front));
   RETURN_IF_ERROR(LoadState(*global_.back, back));
-  RETURN_IF_ERROR(LoadState(*global_.body, *body));
-  for (auto& [name, t] : extra_state_) t = client.at(name).clamp(-5, 5);
+  RETURN_IF_ERROR(LoadState(*global_.body, body));
+  for (auto& [name, t] : extra_state_) t = colearning::ClampLogVariances(client.at(name));
   // FedNoRo decides once, on the last warm-up round's reports, as the original does.
   if (warm_up && !updates.client.empty()) {
     double mean = 0;

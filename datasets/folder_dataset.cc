@@ -105,27 +105,22 @@ absl::StatusOr<SegmentationSet> LoadFolderDataset(const FolderDatasetOptions& o)
     if (!fs::exists(mask_path))
       return absl::NotFoundError(
           absl::StrCat(image_path, ": has no mask (expected ", mask_path, ")"));
-    absl::StatusOr<PngPixels> image_png = ReadPng(image_path);
-    if (!image_png.ok()) return image_png.status();
-    absl::StatusOr<PngPixels> mask_png = ReadPng(mask_path);
-    if (!mask_png.ok()) return mask_png.status();
-    if (image_png->width != mask_png->width || image_png->height != mask_png->height)
-      return absl::InvalidArgumentError(absl::StrCat(
-          mask_path, ": is ", mask_png->width, "x", mask_png->height, " but its image is ",
-          image_png->width, "x", image_png->height));
-    absl::StatusOr<torch::Tensor> image = PngToImageTensor(*image_png, o.channels, image_path);
-    if (!image.ok()) return image.status();
-    absl::StatusOr<torch::Tensor> mask = MaskTensor(*mask_png, o.num_classes, mask_path);
-    if (!mask.ok()) return mask.status();
-    set.images[i].copy_(F::interpolate(image->unsqueeze(0), F::InterpolateFuncOptions()
-                                                                 .size(size)
-                                                                 .mode(torch::kBilinear)
-                                                                 .align_corners(false))[0]);
-    set.masks[i].copy_(F::interpolate(mask->view({1, 1, mask->size(0), mask->size(1)})
-                                          .to(torch::kFloat),
-                                      F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
-                           .view({o.height, o.width})
-                           .to(torch::kLong));
+    ASSIGN_OR_RETURN(PngPixels image_png, ReadPng(image_path));
+    ASSIGN_OR_RETURN(PngPixels mask_png, ReadPng(mask_path));
+    if (image_png.width != mask_png.width || image_png.height != mask_png.height)
+      return absl::InvalidArgumentError(absl::StrCat(mask_path, ": is ", mask_png.width, "x",
+                                                     mask_png.height, " but its image is ",
+                                                     image_png.width, "x", image_png.height));
+    ASSIGN_OR_RETURN(torch::Tensor image, PngToImageTensor(image_png, o.channels, image_path));
+    ASSIGN_OR_RETURN(torch::Tensor mask, MaskTensor(mask_png, o.num_classes, mask_path));
+    set.images[i].copy_(F::interpolate(
+        image.unsqueeze(0),
+        F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false))[0]);
+    set.masks[i].copy_(
+        F::interpolate(mask.view({1, 1, mask.size(0), mask.size(1)}).to(torch::kFloat),
+                       F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
+            .view({o.height, o.width})
+            .to(torch::kLong));
     set.names.push_back(files[i].stem().string());
   }
   if (o.standardize) set.images = StandardizePerImage(set.images);

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 
@@ -19,10 +20,9 @@ absl::Status DecodeStateEntry(const v1::StateChunk& chunk,
     return absl::InvalidArgumentError(absl::StrCat("state entry '", chunk.name(), "' sent twice"));
   DecodeLimits limits;
   limits.reject_non_finite = true;
-  absl::StatusOr<torch::Tensor> t =
-      DecodeTensor(chunk.tensor(), limits, absl::StrCat("weights '", chunk.name(), "'"));
-  if (!t.ok()) return t.status();
-  (*state)[chunk.name()] = *t;
+  ASSIGN_OR_RETURN(torch::Tensor t, DecodeTensor(chunk.tensor(), limits,
+                                                 absl::StrCat("weights '", chunk.name(), "'")));
+  (*state)[chunk.name()] = t;
   return absl::OkStatus();
 }
 

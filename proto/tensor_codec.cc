@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "proto/sparse_kernels.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
@@ -70,21 +71,20 @@ absl::StatusOr<torch::Tensor> FloatInput(const torch::Tensor& tensor, const char
 
 absl::Status EncodeRectified(const torch::Tensor& tensor, WireEncoding encoding,
                              v1::Tensor* out, Support* support) {
-  absl::StatusOr<torch::Tensor> t = FloatInput(tensor, "EncodeRectified");
-  if (!t.ok()) return t.status();
-  const int64_t n = t->numel();
+  ASSIGN_OR_RETURN(torch::Tensor t, FloatInput(tensor, "EncodeRectified"));
+  const int64_t n = t.numel();
   const int64_t element_size = encoding == WireEncoding::kFp16 ? 2 : 4;
   *support = Support();
-  if (n == 0) return EncodeTensor(*t, encoding, out);
+  if (n == 0) return EncodeTensor(t, encoding, out);
   out->Clear();
   std::string mask(MaskBytes(n), '\0');
   const int64_t count = SetGatheredValues(n, encoding, out, [&](float* values) {
-    return sparse::MaskAndCompact(t->data_ptr<float>(), n,
-                                  reinterpret_cast<uint8_t*>(mask.data()), values);
+    return sparse::MaskAndCompact(t.data_ptr<float>(), n, reinterpret_cast<uint8_t*>(mask.data()),
+                                  values);
   });
   if (count * element_size + MaskBytes(n) >= n * element_size)
-    return EncodeTensor(*t, encoding, out);  // too few zeros to pay for the mask
-  for (int64_t d : t->sizes()) out->add_shape(d);
+    return EncodeTensor(t, encoding, out);  // too few zeros to pay for the mask
+  for (int64_t d : t.sizes()) out->add_shape(d);
   out->set_dtype(v1::DTYPE_FLOAT32);
   out->set_layout(v1::LAYOUT_NONZERO);
   support->elements = n;
@@ -96,24 +96,41 @@ absl::Status EncodeRectified(const torch::Tensor& tensor, WireEncoding encoding,
 
 absl::Status EncodeOnSupport(const torch::Tensor& gradient, const Support& support,
                              WireEncoding encoding, v1::Tensor* out) {
-  absl::StatusOr<torch::Tensor> g = FloatInput(gradient, "EncodeOnSupport");
-  if (!g.ok()) return g.status();
+  ASSIGN_OR_RETURN(torch::Tensor g, FloatInput(gradient, "EncodeOnSupport"));
   if (support.empty())
     return absl::FailedPreconditionError("a gradient on a support needs a non-empty support");
-  if (g->numel() != support.elements)
-    return absl::InvalidArgumentError(absl::StrCat("the gradient has ", g->numel(),
-                                                   " elements, its activation's support ",
-                                                   support.elements));
+  if (g.numel() != support.elements)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the gradient has ", g.numel(), " elements, its activation's support ", support.elements));
   out->Clear();
-  for (int64_t d : g->sizes()) out->add_shape(d);
+  for (int64_t d : g.sizes()) out->add_shape(d);
   out->set_dtype(v1::DTYPE_FLOAT32);
   out->set_layout(v1::LAYOUT_ON_SUPPORT);
   SetGatheredValues(support.count, encoding, out, [&](float* values) {
-    sparse::Compact(g->data_ptr<float>(), support.elements,
+    sparse::Compact(g.data_ptr<float>(), support.elements,
                     reinterpret_cast<const uint8_t*>(support.mask.data()), values);
     return support.count;
   });
   return absl::OkStatus();
+}
+
+v1::Encoding ToWire(WireEncoding encoding) {
+  return encoding == WireEncoding::kFp16 ? v1::ENCODING_FP16 : v1::ENCODING_FP32;
+}
+
+WireEncoding FromWire(v1::Encoding encoding) {
+  return encoding == v1::ENCODING_FP16 ? WireEncoding::kFp16 : WireEncoding::kFp32;
+}
+
+const char* WireEncodingName(WireEncoding encoding) {
+  return encoding == WireEncoding::kFp16 ? "fp16" : "fp32";
+}
+
+absl::StatusOr<WireEncoding> ParseWireEncoding(const std::string& name) {
+  for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16})
+    if (name == WireEncodingName(e)) return e;
+  return absl::InvalidArgumentError(
+      absl::StrCat("activation_encoding must be fp32 or fp16, got '", name, "'"));
 }
 
 absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1::Tensor* out) {
@@ -124,8 +141,7 @@ absl::Status EncodeTensor(const torch::Tensor& tensor, WireEncoding encoding, v1
   switch (t.scalar_type()) {
     case torch::kFloat:
       out->set_dtype(v1::DTYPE_FLOAT32);
-      out->set_encoding(encoding == WireEncoding::kFp16 ? v1::ENCODING_FP16
-                                                        : v1::ENCODING_FP32);
+      out->set_encoding(ToWire(encoding));
       break;
     case torch::kLong:
       out->set_dtype(v1::DTYPE_INT64);

@@ -15,6 +15,13 @@ namespace splitfed {
 
 enum class WireEncoding { kFp32, kFp16 };
 
+// The one mapping of an encoding to its wire value and to its name in configs ("fp32",
+// "fp16"); an unknown wire value reads as fp32, the default.
+v1::Encoding ToWire(WireEncoding encoding);
+WireEncoding FromWire(v1::Encoding encoding);
+const char* WireEncodingName(WireEncoding encoding);
+absl::StatusOr<WireEncoding> ParseWireEncoding(const std::string& name);
+
 // Which elements of an activation are non-zero, as both ends of a split step know it once the
 // activation crossed with LAYOUT_NONZERO: the wire's bit mask (tensor.proto) and its count of
 // set bits. Empty (no elements) when no such activation crossed.

@@ -120,34 +120,28 @@ absl::StatusOr<Key> NewKey() {
 }  // namespace
 
 absl::StatusOr<PemPair> MakeCertificateAuthority(const std::string& name, int valid_days) {
-  absl::StatusOr<Key> key = NewKey();
-  if (!key.ok()) return key.status();
-  absl::StatusOr<Cert> cert = NewCertificate(key->get(), name, "ca", valid_days, 0);
-  if (!cert.ok()) return cert.status();
-  X509_set_issuer_name(cert->get(), X509_get_subject_name(cert->get()));
+  ASSIGN_OR_RETURN(Key key, NewKey());
+  ASSIGN_OR_RETURN(Cert cert, NewCertificate(key.get(), name, "ca", valid_days, 0));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
   for (const auto& [nid, value] :
        std::vector<std::pair<int, std::string>>{{NID_basic_constraints, "critical,CA:TRUE"},
                                                 {NID_key_usage, "critical,keyCertSign,cRLSign"},
                                                 {NID_subject_key_identifier, "hash"}})
-    RETURN_IF_ERROR(AddExtension(cert->get(), cert->get(), nid, value));
-  if (!X509_sign(cert->get(), key->get(), EVP_sha256())) return Fail("signing the CA");
-  return PemPair{ToPem(cert->get()), ToPem(key->get())};
+    RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), nid, value));
+  if (!X509_sign(cert.get(), key.get(), EVP_sha256())) return Fail("signing the CA");
+  return PemPair{ToPem(cert.get()), ToPem(key.get())};
 }
 
 absl::StatusOr<PemPair> IssueCertificate(const PemPair& ca, const CertificateRequest& request) {
   if (request.common_name.empty())
     return absl::InvalidArgumentError("a certificate needs a common name");
-  absl::StatusOr<Cert> ca_cert = ParseCertificate(ca.certificate);
-  if (!ca_cert.ok()) return ca_cert.status();
-  absl::StatusOr<Key> ca_key = ParseKey(ca.private_key);
-  if (!ca_key.ok()) return ca_key.status();
-  absl::StatusOr<Key> key = NewKey();
-  if (!key.ok()) return key.status();
-  absl::StatusOr<Cert> cert =
-      NewCertificate(key->get(), request.common_name, request.organizational_unit,
-                     request.valid_days, request.not_before_offset_days);
-  if (!cert.ok()) return cert.status();
-  X509_set_issuer_name(cert->get(), X509_get_subject_name(ca_cert->get()));
+  ASSIGN_OR_RETURN(Cert ca_cert, ParseCertificate(ca.certificate));
+  ASSIGN_OR_RETURN(Key ca_key, ParseKey(ca.private_key));
+  ASSIGN_OR_RETURN(Key key, NewKey());
+  ASSIGN_OR_RETURN(Cert cert,
+                   NewCertificate(key.get(), request.common_name, request.organizational_unit,
+                                  request.valid_days, request.not_before_offset_days));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
 
   std::vector<std::string> alt_names;
   for (const std::string& dns : request.dns_names) alt_names.push_back("DNS:" + dns);
@@ -161,22 +155,20 @@ absl::StatusOr<PemPair> IssueCertificate(const PemPair& ca, const CertificateReq
   if (!alt_names.empty())
     extensions.push_back({NID_subject_alt_name, absl::StrJoin(alt_names, ",")});
   for (const auto& [nid, value] : extensions)
-    RETURN_IF_ERROR(AddExtension(cert->get(), ca_cert->get(), nid, value));
-  if (!X509_sign(cert->get(), ca_key->get(), EVP_sha256()))
+    RETURN_IF_ERROR(AddExtension(cert.get(), ca_cert.get(), nid, value));
+  if (!X509_sign(cert.get(), ca_key.get(), EVP_sha256()))
     return Fail("signing the certificate of " + request.common_name);
-  return PemPair{ToPem(cert->get()), ToPem(key->get())};
+  return PemPair{ToPem(cert.get()), ToPem(key.get())};
 }
 
 absl::Status VerifyCertificate(const std::string& certificate,
                                const std::string& ca_certificate) {
-  absl::StatusOr<Cert> cert = ParseCertificate(certificate);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<Cert> ca = ParseCertificate(ca_certificate);
-  if (!ca.ok()) return ca.status();
+  ASSIGN_OR_RETURN(Cert cert, ParseCertificate(certificate));
+  ASSIGN_OR_RETURN(Cert ca, ParseCertificate(ca_certificate));
   Store store(X509_STORE_new());
-  X509_STORE_add_cert(store.get(), ca->get());
+  X509_STORE_add_cert(store.get(), ca.get());
   StoreCtx ctx(X509_STORE_CTX_new());
-  X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr);
+  X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr);
   if (X509_verify_cert(ctx.get()) != 1)
     return absl::PermissionDeniedError(absl::StrCat(
         "certificate does not verify against the CA: ",
@@ -185,11 +177,10 @@ absl::Status VerifyCertificate(const std::string& certificate,
 }
 
 absl::StatusOr<std::string> CertificateCommonName(const std::string& certificate) {
-  absl::StatusOr<Cert> cert = ParseCertificate(certificate);
-  if (!cert.ok()) return cert.status();
+  ASSIGN_OR_RETURN(Cert cert, ParseCertificate(certificate));
   char buffer[256];
-  const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert->get()), NID_commonName,
-                                          buffer, sizeof(buffer));
+  const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, buffer,
+                                          sizeof(buffer));
   if (n < 0) return absl::InvalidArgumentError("certificate has no common name");
   return std::string(buffer, n);
 }

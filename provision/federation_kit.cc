@@ -103,19 +103,17 @@ absl::Status ProvisionFederation(const KitOptions& o) {
     return absl::AlreadyExistsError(absl::StrCat(
         o.out_dir, " is not empty; choose a new folder (or --force to overwrite the kits)"));
 
-  absl::StatusOr<PemPair> ca = MakeCertificateAuthority("SplitFed federation CA", 10 * 365);
-  if (!ca.ok()) return ca.status();
-  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.crt", ca->certificate, false));
-  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.key", ca->private_key, true));
+  ASSIGN_OR_RETURN(PemPair ca, MakeCertificateAuthority("SplitFed federation CA", 10 * 365));
+  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.crt", ca.certificate, false));
+  RETURN_IF_ERROR(WriteFile(out / "ca" / "ca.key", ca.private_key, true));
 
   auto write_kit = [&](const fs::path& dir, const std::string& stem,
                        const CertificateRequest& request, const std::string& toml,
                        const std::string& toml_name) -> absl::Status {
-    absl::StatusOr<PemPair> pair = IssueCertificate(*ca, request);
-    if (!pair.ok()) return pair.status();
-    RETURN_IF_ERROR(WriteFile(dir / (stem + ".crt"), pair->certificate, false));
-    RETURN_IF_ERROR(WriteFile(dir / (stem + ".key"), pair->private_key, true));
-    RETURN_IF_ERROR(WriteFile(dir / "ca.crt", ca->certificate, false));
+    ASSIGN_OR_RETURN(PemPair pair, IssueCertificate(ca, request));
+    RETURN_IF_ERROR(WriteFile(dir / (stem + ".crt"), pair.certificate, false));
+    RETURN_IF_ERROR(WriteFile(dir / (stem + ".key"), pair.private_key, true));
+    RETURN_IF_ERROR(WriteFile(dir / "ca.crt", ca.certificate, false));
     return WriteFile(dir / toml_name, toml, false);
   };
 

@@ -26,9 +26,8 @@ absl::StatusOr<std::vector<NoiseModel>> ParseModels(const std::string& text) {
   if (text.empty() || text == "none") return models;
   for (const absl::string_view part_view : absl::StrSplit(text, '+')) {
     const std::string part(part_view);
-    absl::StatusOr<NoiseModel> m = ParseNoiseModel(part);
-    if (!m.ok()) return m.status();
-    models.push_back(*m);
+    ASSIGN_OR_RETURN(NoiseModel m, ParseNoiseModel(part));
+    models.push_back(m);
   }
   return models;
 }

@@ -10,6 +10,7 @@
 #include <set>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +40,175 @@ Scores ToScores(const ScoreAccumulator& acc) {
   s.hd95 = fg.hd95;
   for (int64_t c = 1; c < acc.num_classes(); ++c) s.dice_per_class.push_back(acc.MeanOfClass(c).dice);
   return s;
+}
+
+// The coordinator's options for one planned run: the experiment's federation with the run's
+// method and seed, its final model in models/<run>/.
+absl::StatusOr<RunOptions> CoordinatorOptions(const ExperimentConfig& c, const PlannedRun& plan,
+                                              const std::string& slug) {
+  RunOptions o;
+  o.run_name = absl::StrCat(plan.method, " | ", plan.noise_name, " | seed ", plan.seed);
+  o.rounds = c.rounds;
+  o.min_sites = c.sites;
+  o.local_epochs = c.local_epochs;
+  o.batch_size = c.batch_size;
+  o.learning_rate = c.learning_rate;
+  o.round_deadline_seconds = 24 * 3600;  // one machine: a slow round is not a lost site
+  o.round_open_wait_seconds = 0;
+  ASSIGN_OR_RETURN(o.activation_encoding, ParseWireEncoding(c.activation_encoding));
+  o.model = {c.channels, c.num_classes, c.base_width, c.depth};
+  ASSIGN_OR_RETURN(o.split, SplitSpec::Parse(c.split));
+  o.image_size = c.image_size;
+  o.seed = plan.seed;
+  const RunMethod method = MethodOf(plan.method, c);
+  o.method = method.method;
+  o.aggregation = method.aggregation;
+  ASSIGN_OR_RETURN(o.mode, ParseSplitMode(c.mode));
+  o.enrolled_sites = c.SiteNames();
+  o.checkpoint_dir = (fs::path(c.out_dir) / "models" / slug).string();
+  o.checkpoint_every_round = false;
+  return o;
+}
+
+// The transport: gRPC's in-process channel (no TLS), or mutual TLS on a loopback port with a
+// kit provisioned once per experiment folder.
+struct Transport {
+  std::optional<TlsFiles> tls;  // the coordinator's; none: in-process
+  std::string listen;
+  std::map<std::string, TlsFiles> site_tls;
+};
+
+absl::StatusOr<Transport> PrepareTransport(const ExperimentConfig& c) {
+  Transport t;
+  if (c.transport != "mtls") return t;
+  const fs::path kit = fs::path(c.out_dir) / "kit";
+  if (!fs::exists(kit / "coordinator")) {
+    KitOptions k;
+    k.out_dir = kit.string();
+    k.sites = c.SiteNames();
+    k.overwrite = true;
+    RETURN_IF_ERROR(ProvisionFederation(k));
+  }
+  ASSIGN_OR_RETURN(t.tls, ReadTlsFiles((kit / "coordinator/coordinator.crt").string(),
+                                       (kit / "coordinator/coordinator.key").string(),
+                                       (kit / "coordinator/ca.crt").string()));
+  t.listen = "127.0.0.1:0";
+  for (const std::string& name : c.SiteNames()) {  // before anything starts: errors return
+    const fs::path dir = kit / "sites" / name;
+    ASSIGN_OR_RETURN(t.site_tls[name],
+                     ReadTlsFiles((dir / "site.crt").string(), (dir / "site.key").string(),
+                                  (dir / "ca.crt").string()));
+  }
+  return t;
+}
+
+// Scores each closed round's global model on the test set. Scoring takes as long as a good
+// part of a round, so it runs on its own thread, on a copy of the model, while the next round
+// trains; rounds are scored in order.
+class RoundScorer {
+ public:
+  RoundScorer(const RunOptions& o, const SegmentationSet& test,
+              std::function<void(const RoundResult&)> scored)
+      : options_(o), test_(test), scored_(std::move(scored)) {}
+  ~RoundScorer() { Wait(); }
+
+  // Called by the coordinator as each round closes.
+  void Score(int64_t round, SplitModel& global) {
+    auto copy = std::make_shared<SplitModel>(MakeSplitModel(options_.model, options_.split));
+    CopyStateByName(*global.front, *copy->front);
+    CopyStateByName(*global.body, *copy->body);
+    CopyStateByName(*global.back, *copy->back);
+    scoring_ = std::async(std::launch::async,
+                          [this, round, copy, previous = std::move(scoring_)]() mutable {
+                            previous.wait();
+                            RoundResult r;
+                            r.round = round;
+                            r.test = ToScores(EvaluateSplitModel(*copy, test_));
+                            {
+                              std::lock_guard<std::mutex> lock(mutex_);
+                              rounds_.push_back(r);
+                            }
+                            scored_(r);
+                          });
+  }
+  void Wait() {
+    if (scoring_.valid()) scoring_.wait();
+  }
+  // Every scored round, in order; call after Wait().
+  std::vector<RoundResult> TakeRounds() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::move(rounds_);
+  }
+
+ private:
+  const RunOptions& options_;
+  const SegmentationSet& test_;
+  std::function<void(const RoundResult&)> scored_;
+  std::mutex mutex_;
+  std::vector<RoundResult> rounds_;
+  std::future<void> scoring_ = std::async(std::launch::deferred, [] {});
+};
+
+// SplitFed-CL's flags per (site, round), scored against the images the simulator corrupted.
+class DetectionLog {
+ public:
+  // The site's reliability callback. The site trains on its first images (the rest
+  // validate), in the loaded order, so flag i is about corrupted[i].
+  std::function<void(int64_t, const std::vector<double>&, const std::vector<bool>&)> ForSite(
+      const std::string& name, const std::vector<bool>& corrupted) {
+    return [this, name, corrupted](int64_t round, const std::vector<double>&,
+                                   const std::vector<bool>& reliable) {
+      Detection d;
+      for (size_t i = 0; i < reliable.size() && i < corrupted.size(); ++i) {
+        d.flagged += !reliable[i];
+        d.corrupted += corrupted[i];
+        d.hits += !reliable[i] && corrupted[i];
+      }
+      if (d.flagged > 0) d.precision = static_cast<double>(d.hits) / d.flagged;
+      if (d.corrupted > 0) d.recall = static_cast<double>(d.hits) / d.corrupted;
+      std::lock_guard<std::mutex> lock(mutex_);
+      detections_[{name, round}] = d;
+    };
+  }
+  void FillIn(const std::string& site, int64_t round, SiteRoundResult* s) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto d = detections_.find({site, round});
+    if (d == detections_.end()) return;
+    s->flagged = d->second.flagged;
+    s->flagged_corrupted = d->second.hits;
+    s->corrupted = d->second.corrupted;
+    s->detection_precision = d->second.precision;
+    s->detection_recall = d->second.recall;
+  }
+
+ private:
+  struct Detection {
+    int64_t flagged = 0, hits = 0, corrupted = 0;
+    double precision = -1, recall = -1;
+  };
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int64_t>, Detection> detections_;
+};
+
+// The per-site records of the run store, next to each round's test scores.
+void AttachSiteRecords(const std::vector<SiteRoundMetrics>& metrics, const DetectionLog& detections,
+                       std::vector<RoundResult>* rounds) {
+  for (RoundResult& r : *rounds)
+    for (const SiteRoundMetrics& m : metrics) {
+      if (m.round != r.round) continue;
+      SiteRoundResult s;
+      s.site = m.site;
+      s.included = m.included;
+      s.train_loss = m.train_loss.value_or(0);
+      s.validation_dice = m.validation_dice.value_or(0);
+      s.validation_loss = m.validation_loss.value_or(-1);
+      s.aggregation_weight = m.aggregation_weight.value_or(0);
+      s.reliability = m.reliability.value_or(1);
+      s.bytes_in = m.bytes_in;
+      s.bytes_out = m.bytes_out;
+      detections.FillIn(m.site, m.round, &s);
+      r.sites.push_back(s);
+    }
 }
 
 }  // namespace
@@ -80,9 +250,8 @@ absl::StatusOr<std::vector<PlannedRun>> SelectRuns(const ExperimentConfig& confi
           "--only: '", m, "' is not one of the experiment's methods (", absl::StrJoin(config.methods, ", "), ")"));
   std::set<std::string> done;
   if (filter.resume) {
-    absl::StatusOr<std::vector<RunResult>> previous = LoadRuns(config);
-    if (!previous.ok()) return previous.status();
-    for (const RunResult& r : *previous) done.insert(RunFileName(r));
+    ASSIGN_OR_RETURN(std::vector<RunResult> previous, LoadRuns(config));
+    for (const RunResult& r : previous) done.insert(RunFileName(r));
   }
   std::vector<PlannedRun> plan;
   for (const PlannedRun& run : PlanRuns(config)) {
@@ -123,10 +292,9 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   uint64_t cached_seed = c.seeds.front();
   std::map<std::string, SimData> cache;  // setting name → data for `cached_seed`
   for (const NoiseSetting& n : c.noise) {
-    absl::StatusOr<SimData> data = BuildSimData(c, n, cached_seed);
-    if (!data.ok()) return data.status();
-    RETURN_IF_ERROR(WriteNoisePreviews(c, n, *data));
-    cache[n.name] = *std::move(data);
+    ASSIGN_OR_RETURN(SimData data, BuildSimData(c, n, cached_seed));
+    RETURN_IF_ERROR(WriteNoisePreviews(c, n, data));
+    cache[n.name] = std::move(data);
   }
   // The sites already train in parallel, one thread each: intra-op threads on top of that
   // only fight over the cores (measured in docs/PERFORMANCE.md), so by default each op gets
@@ -170,43 +338,19 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
                                                    int64_t index, int64_t count) {
   const ExperimentConfig& c = config_;
   const bool oracle = plan.method == kOracle;
-
   RunResult result;
   result.method = plan.method;
   result.noise = plan.noise_name;
   result.seed = plan.seed;
   const std::string slug = absl::StrCat(RunSlug(plan.method, plan.noise_name), "-seed", plan.seed);
 
-  RunOptions o;
-  o.run_name = absl::StrCat(plan.method, " | ", plan.noise_name, " | seed ", plan.seed);
-  o.rounds = c.rounds;
-  o.min_sites = c.sites;
-  o.local_epochs = c.local_epochs;
-  o.batch_size = c.batch_size;
-  o.learning_rate = c.learning_rate;
-  o.round_deadline_seconds = 24 * 3600;  // one machine: a slow round is not a lost site
-  o.round_open_wait_seconds = 0;
-  o.activation_encoding = c.activation_encoding == "fp16" ? WireEncoding::kFp16 : WireEncoding::kFp32;
-  o.model = {c.channels, c.num_classes, c.base_width, c.depth};
-  ASSIGN_OR_RETURN(o.split, SplitSpec::Parse(c.split));
-  o.image_size = c.image_size;
-  o.seed = plan.seed;
-  const RunMethod method = MethodOf(plan.method, c);
-  o.method = method.method;
-  o.aggregation = method.aggregation;
-  ASSIGN_OR_RETURN(o.mode, ParseSplitMode(c.mode));
-  o.enrolled_sites = c.SiteNames();
-  o.checkpoint_dir = (fs::path(c.out_dir) / "models" / slug).string();
-  o.checkpoint_every_round = false;
+  // 1. The coordinator, its store, and the scoring of each round's global model.
+  ASSIGN_OR_RETURN(const RunOptions o, CoordinatorOptions(c, plan, slug));
   result.model_path = (fs::path(o.checkpoint_dir) / "final.pt").string();
-
-  absl::StatusOr<std::unique_ptr<RunStore>> store =
-      RunStore::Open((fs::path(c.out_dir) / "runs.db").string());
-  if (!store.ok()) return store.status();
-  absl::StatusOr<std::unique_ptr<Coordinator>> coordinator = Coordinator::Create(o, store->get());
-  if (!coordinator.ok()) return coordinator.status();
-  Coordinator& coord = **coordinator;
-
+  ASSIGN_OR_RETURN(std::unique_ptr<RunStore> store,
+                   RunStore::Open((fs::path(c.out_dir) / "runs.db").string()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator, Coordinator::Create(o, store.get()));
+  Coordinator& coord = *coordinator;
   ProgressEvent base;
   base.method = plan.method;
   base.noise = plan.noise_name;
@@ -214,85 +358,33 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
   base.run_index = index;
   base.run_count = count;
   base.rounds = c.rounds;
-  // Scoring the test set takes as long as a good part of a round; it runs on its own thread,
-  // on a copy of the global model, while the next round trains. Rounds are scored in order.
-  std::mutex results_mutex;
-  std::future<void> scoring = std::async(std::launch::deferred, [] {});
-  coord.SetRoundObserver([&](int64_t round, SplitModel& global) {
-    auto copy = std::make_shared<SplitModel>(MakeSplitModel(o.model, o.split));
-    CopyStateByName(*global.front, *copy->front);
-    CopyStateByName(*global.body, *copy->body);
-    CopyStateByName(*global.back, *copy->back);
-    scoring = std::async(std::launch::async, [&, round, copy, previous = std::move(scoring)]() mutable {
-      previous.wait();
-      RoundResult r;
-      r.round = round;
-      r.test = ToScores(EvaluateSplitModel(*copy, data.test));
-      {
-        std::lock_guard<std::mutex> lock(results_mutex);
-        result.rounds.push_back(r);
-      }
-      ProgressEvent e = base;
-      e.round = round;
-      e.round_closed = true;
-      e.test_dice = r.test.dice;
-      if (progress_) progress_(e);
-    });
+  RoundScorer scorer(o, data.test, [this, base](const RoundResult& r) {
+    ProgressEvent e = base;
+    e.round = r.round;
+    e.round_closed = true;
+    e.test_dice = r.test.dice;
+    if (progress_) progress_(e);
   });
+  coord.SetRoundObserver([&](int64_t round, SplitModel& global) { scorer.Score(round, global); });
+  ASSIGN_OR_RETURN(const Transport transport, PrepareTransport(c));
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
+                   CoordinatorServer::Start(&coord, store.get(), transport.listen, transport.tls));
 
-  // The transport: gRPC's in-process channel, or mutual TLS on a loopback port with a kit
-  // provisioned for this experiment.
-  std::optional<TlsFiles> tls;
-  const fs::path kit = fs::path(c.out_dir) / "kit";
-  std::string listen;
-  std::map<std::string, TlsFiles> site_tls;
-  if (c.transport == "mtls") {
-    if (!fs::exists(kit / "coordinator")) {
-      KitOptions k;
-      k.out_dir = kit.string();
-      k.sites = c.SiteNames();
-      k.overwrite = true;
-      RETURN_IF_ERROR(ProvisionFederation(k));
-    }
-    absl::StatusOr<TlsFiles> files =
-        ReadTlsFiles((kit / "coordinator/coordinator.crt").string(),
-                     (kit / "coordinator/coordinator.key").string(),
-                     (kit / "coordinator/ca.crt").string());
-    if (!files.ok()) return files.status();
-    tls = *files;
-    listen = "127.0.0.1:0";
-    for (const std::string& name : c.SiteNames()) {  // before anything starts: errors return
-      const fs::path dir = kit / "sites" / name;
-      absl::StatusOr<TlsFiles> site = ReadTlsFiles(
-          (dir / "site.crt").string(), (dir / "site.key").string(), (dir / "ca.crt").string());
-      if (!site.ok()) return site.status();
-      site_tls[name] = *site;
-    }
-  }
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
-      CoordinatorServer::Start(&coord, store->get(), listen, tls);
-  if (!server.ok()) return server.status();
-
+  // 2. The run, and a site client per simulated site.
   const auto started = std::chrono::steady_clock::now();
   std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
   std::vector<std::unique_ptr<SiteClient>> clients;
   std::atomic<bool> site_failed{false};
-  // SplitFed-CL's flags per (site, round), scored against the images the simulator corrupted.
-  struct Detection {
-    int64_t flagged = 0, hits = 0, corrupted = 0;
-    double precision = -1, recall = -1;
-  };
-  std::mutex detection_mutex;
-  std::map<std::pair<std::string, int64_t>, Detection> detections;
+  DetectionLog detections;
   std::vector<std::future<absl::StatusOr<SiteRunSummary>>> site_runs;
   for (const SiteData& site : data.sites) {
     SiteClientOptions so;
-    if (tls) {
-      const TlsFiles& files = site_tls.at(site.name);
-      so.coordinator = absl::StrCat("127.0.0.1:", (*server)->port());
+    if (transport.tls) {
+      const TlsFiles& files = transport.site_tls.at(site.name);
+      so.coordinator = absl::StrCat("127.0.0.1:", server->port());
       so.tls = ClientTls{files.certificate_pem, files.private_key_pem, files.ca_certificate_pem, ""};
     } else {
-      so.channel = (*server)->InProcessChannel();
+      so.channel = server->InProcessChannel();
       so.insecure_site_name = site.name;
     }
     so.validation_fraction = c.validation_fraction;
@@ -313,27 +405,8 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       e.loss = epoch.loss;
       if (progress_) progress_(e);
     };
-    so.on_reliability = [&, name = site.name, corrupted = site.corrupted](
-                            int64_t round, const std::vector<double>&,
-                            const std::vector<bool>& reliable) {
-      // The site trains on its first images (the rest validate), in the loaded order.
-      int64_t flagged = 0, hits = 0, truly = 0;
-      for (size_t i = 0; i < reliable.size() && i < corrupted.size(); ++i) {
-        flagged += !reliable[i];
-        truly += corrupted[i];
-        hits += !reliable[i] && corrupted[i];
-      }
-      Detection d;
-      d.flagged = flagged;
-      d.hits = hits;
-      d.corrupted = truly;
-      if (flagged > 0) d.precision = static_cast<double>(hits) / flagged;
-      if (truly > 0) d.recall = static_cast<double>(hits) / truly;
-      std::lock_guard<std::mutex> lock(detection_mutex);
-      detections[{name, round}] = d;
-    };
-    const int64_t n_val = std::max<int64_t>(set.size() >= 4 ? 1 : 0,
-                                            static_cast<int64_t>(set.size() * c.validation_fraction));
+    so.on_reliability = detections.ForSite(site.name, site.corrupted);
+    const int64_t n_val = ValidationImages(set.size(), c.validation_fraction);
     result.images_trained += (set.size() - n_val) * c.local_epochs * c.rounds;
     clients.push_back(std::make_unique<SiteClient>(so));
     site_runs.push_back(std::async(std::launch::async, [&, client = clients.back().get()] {
@@ -343,6 +416,7 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
     }));
   }
 
+  // 3. Wait for the run; stop everything on a stop request or when a site gave up.
   bool stopped = false, site_gave_up = false;
   while (run.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
     if (stopping_ && !stopped) {
@@ -360,13 +434,14 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
     }
   }
   absl::Status run_status = run.get();
-  scoring.wait();
+  scorer.Wait();
+  result.rounds = scorer.TakeRounds();
   absl::Status site_status;
   for (auto& f : site_runs) {
     absl::StatusOr<SiteRunSummary> s = f.get();
     if (!s.ok() && !stopped && site_status.ok()) site_status = s.status();
   }
-  (*server)->Shutdown();
+  server->Shutdown();
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!run_status.ok()) return run_status;
@@ -376,31 +451,9 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
                         absl::StrCat("a site failed in run '", o.run_name, "': ",
                                      site_status.message()));
 
-  // Per-site records from the run store, next to each round's test scores.
-  absl::StatusOr<std::vector<SiteRoundMetrics>> metrics = (*store)->Metrics(coord.run_id());
-  if (!metrics.ok()) return metrics.status();
-  for (RoundResult& r : result.rounds)
-    for (const SiteRoundMetrics& m : *metrics) {
-      if (m.round != r.round) continue;
-      SiteRoundResult s;
-      s.site = m.site;
-      s.included = m.included;
-      s.train_loss = m.train_loss.value_or(0);
-      s.validation_dice = m.validation_dice.value_or(0);
-      s.validation_loss = m.validation_loss.value_or(-1);
-      s.aggregation_weight = m.aggregation_weight.value_or(0);
-      s.reliability = m.reliability.value_or(1);
-      s.bytes_in = m.bytes_in;
-      s.bytes_out = m.bytes_out;
-      if (auto d = detections.find({m.site, m.round}); d != detections.end()) {
-        s.flagged = d->second.flagged;
-        s.flagged_corrupted = d->second.hits;
-        s.corrupted = d->second.corrupted;
-        s.detection_precision = d->second.precision;
-        s.detection_recall = d->second.recall;
-      }
-      r.sites.push_back(s);
-    }
+  // 4. The result: per-site records from the run store, the final and the selected round.
+  ASSIGN_OR_RETURN(const std::vector<SiteRoundMetrics> metrics, store->Metrics(coord.run_id()));
+  AttachSiteRecords(metrics, detections, &result.rounds);
   if (result.rounds.empty()) return absl::InternalError("the run completed no round");
   result.final_test = result.rounds.back().test;
   SelectRoundByValidationLoss(result);

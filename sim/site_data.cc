@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "datasets/folder_dataset.h"
+#include "status/status_macros.h"
 
 namespace splitfed::sim {
 namespace {
@@ -133,50 +134,45 @@ absl::StatusOr<SimData> BuildSimData(const ExperimentConfig& c, const NoiseSetti
     p.num_classes = c.num_classes;
     p.seed = Stream(seed, kPhantoms)();
     p.standardize = false;
-    absl::StatusOr<SegmentationSet> generated = GeneratePhantoms(p);
-    if (!generated.ok()) return generated.status();
-    pool = *generated;
+    ASSIGN_OR_RETURN(SegmentationSet generated, GeneratePhantoms(p));
+    pool = generated;
     PhantomOptions t = p;
     t.count = c.test_images;
     t.seed = p.seed + 1;
     t.standardize = true;
-    absl::StatusOr<SegmentationSet> test = GeneratePhantoms(t);
-    if (!test.ok()) return test.status();
-    out.test = *test;
+    ASSIGN_OR_RETURN(SegmentationSet test, GeneratePhantoms(t));
+    out.test = test;
   } else if (c.dataset == DatasetKind::kSiteFolders) {
     std::vector<SegmentationSet> tests;
     for (int64_t k = 0; k < k_sites; ++k) {
-      absl::StatusOr<SegmentationSet> s = LoadFolder(c, c.site_roots[k], c.masks);
-      if (!s.ok()) return s.status();
-      if (s->size() < 4)
-        return absl::InvalidArgumentError(absl::StrCat(c.site_roots[k], ": ", s->size(),
-                                                       " images; a site needs at least 4"));
+      ASSIGN_OR_RETURN(SegmentationSet s, LoadFolder(c, c.site_roots[k], c.masks));
+      if (s.size() < 4)
+        return absl::InvalidArgumentError(
+            absl::StrCat(c.site_roots[k], ": ", s.size(), " images; a site needs at least 4"));
       std::vector<int64_t> test, rest;
-      HoldOut(s->size(), c.test_fraction, seed, k, &test, &rest);
-      tests.push_back(Take(*s, test));
-      site_sets.push_back(Take(*s, rest));
+      HoldOut(s.size(), c.test_fraction, seed, k, &test, &rest);
+      tests.push_back(Take(s, test));
+      site_sets.push_back(Take(s, rest));
     }
     out.test = Concat(tests);
     out.test.images = StandardizePerImage(out.test.images);
   } else {
-    absl::StatusOr<SegmentationSet> all = LoadFolder(c, c.root, c.masks);
-    if (!all.ok()) return all.status();
-    if (all->size() < k_sites * 2 + 1)
+    ASSIGN_OR_RETURN(SegmentationSet all, LoadFolder(c, c.root, c.masks));
+    if (all.size() < k_sites * 2 + 1)
       return absl::InvalidArgumentError(absl::StrCat(
-          c.root, ": ", all->size(), " images are too few for ", k_sites, " sites and a test set"));
+          c.root, ": ", all.size(), " images are too few for ", k_sites, " sites and a test set"));
     std::vector<int64_t> test, rest;
-    HoldOut(all->size(), c.test_fraction, seed, 0, &test, &rest);
-    out.test = Take(*all, test);
+    HoldOut(all.size(), c.test_fraction, seed, 0, &test, &rest);
+    out.test = Take(all, test);
     out.test.images = StandardizePerImage(out.test.images);
-    pool = Take(*all, rest);
+    pool = Take(all, rest);
     if (c.dataset == DatasetKind::kAnnotators) {
       for (const std::string& who : c.annotators) {
-        absl::StatusOr<SegmentationSet> a = LoadFolder(c, c.root, "annotators/" + who);
-        if (!a.ok()) return a.status();
-        if (a->names != all->names)
+        ASSIGN_OR_RETURN(SegmentationSet a, LoadFolder(c, c.root, "annotators/" + who));
+        if (a.names != all.names)
           return absl::InvalidArgumentError(absl::StrCat(
               c.root, "/annotators/", who, ": does not have a mask for every image"));
-        annotator_pools.push_back(Take(*a, rest));
+        annotator_pools.push_back(Take(a, rest));
       }
     }
   }
@@ -188,10 +184,9 @@ absl::StatusOr<SimData> BuildSimData(const ExperimentConfig& c, const NoiseSetti
         shares = IidPartition(pool.size(), k_sites, rng);
         break;
       case PartitionKind::kQuantity: {
-        absl::StatusOr<Partition> p =
-            QuantitySkewPartition(pool.size(), k_sites, c.alpha, c.min_images, rng);
-        if (!p.ok()) return p.status();
-        shares = *p;
+        ASSIGN_OR_RETURN(Partition p,
+                         QuantitySkewPartition(pool.size(), k_sites, c.alpha, c.min_images, rng));
+        shares = p;
         break;
       }
       case PartitionKind::kClass: {

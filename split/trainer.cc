@@ -8,6 +8,7 @@
 #include <random>
 
 #include "split/evaluate.h"
+#include "status/status_macros.h"
 
 namespace splitfed {
 
@@ -92,16 +93,14 @@ absl::StatusOr<EpochStats> SiteTrainer::TrainEpoch(const SegmentationSet& set,
     const torch::Tensor masks = set.masks.index_select(0, idx);
     optimizer_->ZeroGrad();
     const torch::Tensor a1 = client_.Forward(objective_ ? objective_->Inputs(idx, images) : images);
-    absl::StatusOr<torch::Tensor> a2 = body.Forward(a1);
-    if (!a2.ok()) return a2.status();
+    ASSIGN_OR_RETURN(torch::Tensor a2, body.Forward(a1));
     const ClientStep::BackResult back =
-        client_.Backward(*a2, [&](const torch::Tensor& logits) {
+        client_.Backward(a2, [&](const torch::Tensor& logits) {
           return objective_ ? objective_->Loss(idx, logits, masks)
                             : SegmentationLoss(logits, masks, options_.loss);
         });
-    absl::StatusOr<torch::Tensor> g1 = body.Backward(back.g2);
-    if (!g1.ok()) return g1.status();
-    client_.FinishBackward(*g1);
+    ASSIGN_OR_RETURN(torch::Tensor g1, body.Backward(back.g2));
+    client_.FinishBackward(g1);
     optimizer_->Step();
     if (objective_) objective_->AfterStep();
     loss_sum += back.loss * (end - begin);
@@ -124,9 +123,8 @@ absl::StatusOr<SiteTrainer::Evaluation> SiteTrainer::Evaluate(const Segmentation
     const int64_t end = std::min(start + batch_size, set.size());
     SkipSet skips;
     const torch::Tensor a1 = front_->forward(set.images.slice(0, start, end), skips);
-    absl::StatusOr<torch::Tensor> a2 = body.Evaluate(a1);
-    if (!a2.ok()) return a2.status();
-    const torch::Tensor logits = back_->forward(*a2, skips);
+    ASSIGN_OR_RETURN(torch::Tensor a2, body.Evaluate(a1));
+    const torch::Tensor logits = back_->forward(a2, skips);
     const torch::Tensor masks = set.masks.slice(0, start, end);
     ScoreBatch(logits.argmax(1), masks, result.scores);
     result.mean_loss +=
