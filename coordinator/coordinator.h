@@ -118,16 +118,14 @@ class Coordinator {
   void WaitForChange(std::chrono::milliseconds timeout);
   // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
   // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
-  // optimiser steps: call FinishBodyStep once g1 is on its way, so that with several sites the
-  // step overlaps that site's work on g1. With one site in the round it leaves the step to the
-  // site's next call (or the round's close), which takes it first.
+  // optimiser steps (BodySession then calls FinishBodyStep); a Split stream goes through a
+  // BodySession (body_session.h), which keeps these calls in the order they need.
   absl::StatusOr<torch::Tensor> Forward(const std::string& site, int64_t round,
                                         const torch::Tensor& a1);
   absl::StatusOr<torch::Tensor> Backward(const std::string& site, int64_t round,
                                          const torch::Tensor& g2);
   absl::StatusOr<torch::Tensor> Evaluate(const std::string& site, int64_t round,
                                          const torch::Tensor& a1);
-  absl::Status FinishBodyStep(const std::string& site, int64_t round);
   // Forward-only a1 → a2 through the teacher's body (methods with a teacher): the global body
   // as the round opened (β = 0) or its moving average.
   absl::StatusOr<torch::Tensor> Teacher(const std::string& site, int64_t round,
@@ -139,11 +137,6 @@ class Coordinator {
   // The site failed mid-round (stream broken, bad data): it is left out of this round.
   void MarkFailed(const std::string& site, int64_t round, const std::string& why);
   void CountBytes(const std::string& site, int64_t bytes_in, int64_t bytes_out);
-  // SFLV2: parks `site` until the shared body is its turn (returns at once in SFLV1, or if
-  // the site can no longer take part: the data-plane call then says why). A site keeps the
-  // turn until it submits or fails. Call it before RunTensorWork: waiting must not hold up
-  // the thread that runs everyone's tensor work.
-  absl::Status WaitForTurn(const std::string& site, int64_t round);
   // Runs `work` (decoding a message, a body step, encoding the reply) where the coordinator
   // runs its tensor work while `round` is open, and waits for it. With more than one torch
   // thread that is the thread in Run(): LibTorch parallelises each operation with OpenMP, every
@@ -170,6 +163,16 @@ class Coordinator {
   void SetRoundObserver(RoundObserver observer) { observer_ = std::move(observer); }
 
  private:
+  friend class BodySession;
+  // SFLV2: parks `site` until the shared body is its turn (returns at once in SFLV1, or if
+  // the site can no longer take part: the data-plane call then says why). A site keeps the
+  // turn until it submits or fails. Called before RunTensorWork: waiting must not hold up
+  // the thread that runs everyone's tensor work.
+  absl::Status WaitForTurn(const std::string& site, int64_t round);
+  // After a Backward whose g1 is on its way: the body's optimiser steps now when that
+  // overlaps other work (several sites), else the body's next call takes the step first.
+  absl::Status FinishBodyStep(const std::string& site, int64_t round);
+
   struct SiteState {
     int64_t num_images = 0;
     bool waiting = false;

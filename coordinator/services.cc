@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/body_session.h"
 #include "proto/grpc_status.h"
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
@@ -53,10 +54,6 @@ bool IsLoopback(const std::string& listen) {
   const std::string host = listen.substr(0, listen.rfind(':'));
   return host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
          host.rfind("127.", 0) == 0;
-}
-
-v1::Encoding EncodingOf(WireEncoding e) {
-  return e == WireEncoding::kFp16 ? v1::ENCODING_FP16 : v1::ENCODING_FP32;
 }
 
 // Parks WaitRound calls (callback API) until a round opens for their site, the run ends, the
@@ -283,7 +280,7 @@ struct CoordinatorServer::Services {
           settings->set_local_epochs(o.local_epochs);
           settings->set_batch_size(o.batch_size);
           settings->set_learning_rate(o.learning_rate);
-          settings->set_activation_encoding(EncodingOf(o.activation_encoding));
+          settings->set_activation_encoding(ToWire(o.activation_encoding));
           settings->set_shuffle_seed(ticket_.shuffle_seed);
           settings->set_deadline_unix_ms(ticket_.deadline_unix_ms);
           WriteSiteMethod(o.method, ticket_, settings->mutable_method());
@@ -422,10 +419,7 @@ struct CoordinatorServer::Services {
 
   class SplitImpl final : public v1::Split::Service {
    public:
-    explicit SplitImpl(Services* s)
-        : s_(s),
-          body_output_rectified_(
-              CutsRectified(s->coordinator->options().model, s->coordinator->options().split).a2) {}
+    explicit SplitImpl(Services* s) : s_(s) {}
 
     grpc::Status Train(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::SplitMessage, v1::SplitMessage>* stream)
@@ -433,91 +427,34 @@ struct CoordinatorServer::Services {
       absl::StatusOr<std::string> site = CallerName(context, s_->tls);
       if (!site.ok()) return ToGrpcStatus(site.status());
       v1::SplitMessage in, out;
-      SplitStepCodec codec(body_output_rectified_);
-      int64_t round = 0, bytes_in = 0, bytes_out = 0;
+      BodySession session(s_->coordinator, *site);
+      int64_t bytes_in = 0, bytes_out = 0;
       // Any error ends the stream and leaves the site out of this round: its body copy may be
       // half-way through a step. Other sites are not affected.
       auto fail = [&](const absl::Status& st) {
-        LOG(WARNING) << "event=split_error site=" << *site << " round=" << round << " reason=\""
-                     << st.message() << "\"";
-        s_->coordinator->MarkFailed(*site, round, std::string(st.message()));
+        LOG(WARNING) << "event=split_error site=" << *site << " round=" << in.round()
+                     << " reason=\"" << st.message() << "\"";
+        s_->coordinator->MarkFailed(*site, in.round(), std::string(st.message()));
         s_->coordinator->CountBytes(*site, bytes_in, bytes_out);
         return ToGrpcStatus(st);
       };
       while (stream->Read(&in)) {
         bytes_in += in.ByteSizeLong();
-        round = in.round();
-        if (auto st = s_->coordinator->WaitForTurn(*site, round); !st.ok()) return fail(st);
-        // Decoding, the body's step and encoding the reply all run where the coordinator
-        // runs its tensor work (see Coordinator::RunTensorWork).
-        absl::Status handled;
-        const absl::Status ran = s_->coordinator->RunTensorWork(round, [&] {
-          handled = Answer(*site, in, &codec, &out);
-        });
-        if (!ran.ok()) return fail(ran);
-        if (!handled.ok()) return fail(handled);
+        if (auto st = session.Answer(in, &out); !st.ok()) return fail(st);
         bytes_out += out.ByteSizeLong();
         if (!stream->Write(out)) break;
-        // g1 is on its way: the body's optimiser may step (Coordinator::FinishBodyStep says when).
-        if (in.kind() == v1::SplitMessage::GRADIENT) {
-          if (auto st = s_->coordinator->FinishBodyStep(*site, round); !st.ok()) return fail(st);
-        }
+        if (auto st = session.AnswerSent(); !st.ok()) return fail(st);
       }
       s_->coordinator->CountBytes(*site, bytes_in, bytes_out);
       if (context->IsCancelled()) {
-        s_->coordinator->MarkFailed(*site, round, "connection lost during training");
+        s_->coordinator->MarkFailed(*site, session.round(), "connection lost during training");
         return grpc::Status(grpc::StatusCode::CANCELLED, "site went away");
       }
       return grpc::Status::OK;
     }
 
    private:
-    // One split message in, its answer out: a1 → a2, g2 → g1, and so on. `codec` is this
-    // stream's: it carries a training step's sparse supports from a1/a2 to g2/g1.
-    absl::Status Answer(const std::string& site, const v1::SplitMessage& in,
-                        SplitStepCodec* codec, v1::SplitMessage* out) {
-      const int64_t round = in.round();
-      const bool gradient = in.kind() == v1::SplitMessage::GRADIENT;
-      const bool training = in.kind() == v1::SplitMessage::ACTIVATION;
-      DecodeLimits limits;
-      limits.expected_dtype = v1::DTYPE_FLOAT32;
-      limits.reject_non_finite = true;
-      absl::StatusOr<torch::Tensor> t =
-          gradient ? codec->DecodeGradient(in.tensor(), limits, "g2")
-                   : codec->DecodeActivation(in.tensor(), limits, "a1", training);
-      if (!t.ok()) return t.status();
-      absl::StatusOr<torch::Tensor> reply;
-      switch (in.kind()) {
-        case v1::SplitMessage::ACTIVATION:
-          reply = s_->coordinator->Forward(site, round, *t);
-          break;
-        case v1::SplitMessage::GRADIENT:
-          reply = s_->coordinator->Backward(site, round, *t);
-          break;
-        case v1::SplitMessage::EVAL:
-          reply = s_->coordinator->Evaluate(site, round, *t);
-          break;
-        case v1::SplitMessage::TEACHER:
-          reply = s_->coordinator->Teacher(site, round, *t);
-          break;
-        default:
-          return absl::InvalidArgumentError(
-              absl::StrCat("unknown split message kind ", static_cast<int>(in.kind())));
-      }
-      if (!reply.ok()) return reply.status();
-      out->Clear();
-      out->set_kind(in.kind());
-      out->set_round(round);
-      out->set_step(in.step());
-      const WireEncoding encoding = in.tensor().encoding() == v1::ENCODING_FP16
-                                        ? WireEncoding::kFp16
-                                        : WireEncoding::kFp32;
-      return gradient ? codec->EncodeGradient(*reply, encoding, out->mutable_tensor())
-                      : codec->EncodeActivation(*reply, encoding, training, out->mutable_tensor());
-    }
-
     Services* s_;
-    const bool body_output_rectified_;  // a2 comes out of a ReLU (split/unet.h)
   };
 
   class AdminImpl final : public v1::Admin::CallbackService {
