@@ -121,6 +121,7 @@ struct SiteClient::Impl {
   SiteClientOptions options;
   std::atomic<bool> stopping{false};
   std::mutex context_mutex;
+  std::condition_variable stopped;  // notified by Stop(), under context_mutex
   grpc::ClientContext* active = nullptr;  // the call to cancel on Stop()
 
   std::shared_ptr<grpc::Channel> channel;
@@ -164,6 +165,12 @@ struct SiteClient::Impl {
                      << s.error_message() << "\"";
       lock.lock();
     }
+  }
+
+  // Waits `seconds` (a reconnect backoff), or less if Stop() is called.
+  void SleepUnlessStopped(double seconds) {
+    std::unique_lock<std::mutex> lock(context_mutex);
+    stopped.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return stopping.load(); });
   }
 
   // Registers `context` as the one Stop() cancels while it lives.
@@ -487,9 +494,10 @@ SiteClient::SiteClient(SiteClientOptions options) : impl_(std::make_unique<Impl>
 SiteClient::~SiteClient() = default;
 
 void SiteClient::Stop() {
-  impl_->stopping = true;
   std::lock_guard<std::mutex> lock(impl_->context_mutex);
+  impl_->stopping = true;
   if (impl_->active) impl_->active->TryCancel();
+  impl_->stopped.notify_all();
 }
 
 absl::StatusOr<SiteRunSummary> SiteClient::Run() {
@@ -546,8 +554,7 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
     if (m.options.max_reconnects >= 0 && ++failures > m.options.max_reconnects) return status;
     LOG(WARNING) << "event=retry site=" << m.name << " in_s=" << backoff << " reason=\""
                  << status.message() << "\"";
-    for (double waited = 0; waited < backoff && !m.stopping; waited += 0.05)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    m.SleepUnlessStopped(backoff);
     backoff = std::min(backoff * 2, m.options.max_backoff_seconds);
     joined = joined && !MustRejoin(status);
     m.joined = joined;
