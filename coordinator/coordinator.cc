@@ -104,15 +104,14 @@ absl::Status RunOptions::Validate() const {
   return MakeAggregator(AggregationRule()).status();
 }
 
-Coordinator::Coordinator(const RunOptions& options, RunStore* store)
-    : options_(options), store_(store), warm_up_(options.method) {}
+Coordinator::Coordinator(const RunOptions& options) : options_(options), warm_up_(options.method) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOptions& options,
                                                                   RunStore* store) {
   RETURN_IF_ERROR(options.Validate());
-  std::unique_ptr<Coordinator> c(new Coordinator(options, store));
+  std::unique_ptr<Coordinator> c(new Coordinator(options));
   c->shapes_ = *CutShapes(options.model, options.split, options.image_size, options.image_size);
   std::vector<std::string> unit_order;
   for (const UnitSpec& u : UnitSequence(options.model))
@@ -125,22 +124,15 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   c->client_template_.site = "global";
   c->client_template_.num_images = 1;
   c->client_template_.state = c->ClientStateLocked();
-  if (store) {
-    const std::string settings = absl::StrCat(
-        "{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
-        ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"", options.method.name(),
-        "\", \"aggregation\": \"", options.AggregationRule(), "\", \"mode\": \"",
-        SplitModeName(options.mode), "\"}");
-    ASSIGN_OR_RETURN(c->run_id_, store->CreateRun(options.run_name, settings));
-  }
-  if (!options.checkpoint_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.checkpoint_dir, ec);
-    if (ec)
-      return absl::PermissionDeniedError(
-          absl::StrCat(options.checkpoint_dir, ": cannot create the checkpoint folder: ",
-                       ec.message()));
-  }
+  const std::string settings = absl::StrCat(
+      "{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
+      ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"", options.method.name(),
+      "\", \"aggregation\": \"", options.AggregationRule(), "\", \"mode\": \"",
+      SplitModeName(options.mode), "\"}");
+  ASSIGN_OR_RETURN(c->recorder_, RoundRecorder::Create(store, options.run_name, settings));
+  ASSIGN_OR_RETURN(c->checkpointer_,
+                   Checkpointer::Create(options.checkpoint_dir, options.checkpoint_every_round,
+                                        options.model, options.split, options.image_size));
   return c;
 }
 
@@ -149,14 +141,14 @@ absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
   if (std::find(options_.enrolled_sites.begin(), options_.enrolled_sites.end(), site) ==
       options_.enrolled_sites.end())
     return absl::PermissionDeniedError(
-        absl::StrCat("site '", site, "' is not enrolled in run ", run_id_));
+        absl::StrCat("site '", site, "' is not enrolled in run ", run_id()));
   if (num_images < 0)
     return absl::InvalidArgumentError(absl::StrCat("image count ", num_images, " is negative"));
   SiteState& s = sites_[site];
   if (num_images > 0) s.num_images = num_images;
   s.connected = true;
   lock.unlock();
-  if (store_) return store_->TouchSite(run_id_, site, num_images, true);
+  recorder_.SiteSeen(site, num_images, true);
   return absl::OkStatus();
 }
 
@@ -192,7 +184,7 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
     it->second.connected = false;  // the site leaves once told the run is over
     const int64_t images = it->second.num_images;
     lock.unlock();
-    if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
+    recorder_.SiteSeen(site, images, false);
     RoundTicket t;
     t.finished = true;
     return t;
@@ -436,18 +428,20 @@ void Coordinator::MarkFailed(const std::string& site, int64_t round, const std::
     changed_.notify_all();
   }
   // `splitfed status` shows the site as disconnected until it is heard from again.
-  if (store_) store_->TouchSite(run_id_, site, images, false).IgnoreError();
+  recorder_.SiteSeen(site, images, false);
 }
 
 absl::Status Coordinator::WaitForTurn(const std::string& site, int64_t round) {
   if (options_.mode != SplitMode::kV2) return absl::OkStatus();
   std::unique_lock<std::mutex> lock(mutex_);
-  while (!stopping_ && round_ == round && turn_ < turn_order_.size() &&
-         turn_order_[turn_] != site) {
+  // Woken by every change of the turn: a submit, a failure, the round's close, Stop().
+  changed_.wait(lock, [&] {
+    if (stopping_ || round_ != round || turn_ >= turn_order_.size() ||
+        turn_order_[turn_] == site)
+      return true;
     auto it = participants_.find(site);
-    if (it == participants_.end() || it->second->failed || it->second->submitted) break;
-    changed_.wait_for(lock, std::chrono::milliseconds(200));
-  }
+    return it == participants_.end() || it->second->failed || it->second->submitted;
+  });
   return absl::OkStatus();  // ActiveParticipant() then says why the site cannot go on, if so
 }
 
@@ -476,7 +470,7 @@ void Coordinator::Heartbeat(const std::string& site) {
     it->second.connected = true;
     images = it->second.num_images;
   }
-  if (store_) store_->TouchSite(run_id_, site, images, true).IgnoreError();
+  recorder_.SiteSeen(site, images, true);
 }
 
 int64_t Coordinator::current_round() const {
@@ -504,34 +498,23 @@ absl::Status Coordinator::Run() {
   for (int64_t round = 1; round <= options_.rounds; ++round) {
     bool completed = false;
     while (!completed) {
-      if (auto s = RunRound(round, &completed); !s.ok()) {
-        if (store_) store_->FinishRun(run_id_, "failed").IgnoreError();
-        return s;
-      }
+      if (auto s = RunRound(round, &completed); !s.ok()) return recorder_.RunFailed(s);
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) {
         finished_ = true;
         changed_.notify_all();
-        if (store_) store_->FinishRun(run_id_, "stopped").IgnoreError();
-        return absl::OkStatus();
+        return recorder_.RunStopped();
       }
     }
   }
-  std::string final_path;
-  if (!options_.checkpoint_dir.empty()) {
-    final_path = (std::filesystem::path(options_.checkpoint_dir) / "final.pt").string();
-    if (auto s = SaveModelFile(final_path, options_.model, options_.split, options_.image_size,
-                               options_.image_size, global_);
-        !s.ok())
-      return s;
-  }
+  if (auto saved = checkpointer_.SaveFinal(global_); !saved.ok())
+    return recorder_.RunFailed(saved.status());
   {
     std::lock_guard<std::mutex> lock(mutex_);
     finished_ = true;
     changed_.notify_all();
   }
-  if (store_) return store_->FinishRun(run_id_, "finished");
-  return absl::OkStatus();
+  return recorder_.RunFinished();
 }
 
 absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
@@ -549,7 +532,7 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   if (enough) {
     ASSIGN_OR_RETURN(weights, AggregateRound(round, updates));
     if (observer_) observer_(round, global_);
-    ASSIGN_OR_RETURN(checkpoint, CheckpointRound(round));
+    ASSIGN_OR_RETURN(checkpoint, checkpointer_.SaveRound(round, global_));
   }
   RETURN_IF_ERROR(RecordRound(round, closed, weights, enough, checkpoint));
   *completed = enough;
@@ -564,14 +547,16 @@ std::vector<std::string> Coordinator::WaitingSitesLocked() const {
 }
 
 bool Coordinator::WaitForSites(std::unique_lock<std::mutex>& lock) {
-  while (!stopping_ && static_cast<int64_t>(WaitingSitesLocked().size()) < options_.min_sites)
-    changed_.wait_for(lock, std::chrono::milliseconds(200));
+  // Woken when a site starts waiting (PollRoundLocked) and by Stop().
+  changed_.wait(lock, [&] {
+    return stopping_ || static_cast<int64_t>(WaitingSitesLocked().size()) >= options_.min_sites;
+  });
   const auto open_by = std::chrono::steady_clock::now() +
                        std::chrono::milliseconds(
                            static_cast<int64_t>(options_.round_open_wait_seconds * 1000));
-  while (!stopping_ && WaitingSitesLocked().size() < options_.enrolled_sites.size() &&
-         std::chrono::steady_clock::now() < open_by)
-    changed_.wait_for(lock, std::chrono::milliseconds(50));
+  changed_.wait_until(lock, open_by, [&] {
+    return stopping_ || WaitingSitesLocked().size() >= options_.enrolled_sites.size();
+  });
   return !stopping_;
 }
 
@@ -608,6 +593,8 @@ absl::StatusOr<std::chrono::steady_clock::time_point> Coordinator::OpenRoundLock
     participants_[name] = p;
     sites_[name].bytes_in = sites_[name].bytes_out = 0;
   }
+  // Recorded before the round opens, so that a store failure leaves no round half-open.
+  RETURN_IF_ERROR(recorder_.RoundStarted(round));
   UpdateTeacherLocked();
   round_ = round;
   deadline_unix_ms_ =
@@ -615,7 +602,6 @@ absl::StatusOr<std::chrono::steady_clock::time_point> Coordinator::OpenRoundLock
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(
                             static_cast<int64_t>(options_.round_deadline_seconds * 1000));
-  if (store_) store_->StartRound(run_id_, round).IgnoreError();
   changed_.notify_all();
   return deadline;
 }
@@ -627,11 +613,14 @@ Coordinator::ClosedRound Coordinator::CollectSubmissions(
       if (!p->submitted && !p->failed) return true;
     return false;
   };
+  // Woken by queued tensor work, a submit, a failure and Stop(); else by the deadline.
   while (!stopping_ && pending() && std::chrono::steady_clock::now() < deadline)
-    if (!RunQueuedTensorWork(lock)) changed_.wait_for(lock, std::chrono::milliseconds(200));
+    if (!RunQueuedTensorWork(lock)) changed_.wait_until(lock, deadline);
 
-  // Close the round; work queued before this still runs, so no caller is left waiting.
+  // Close the round; work queued before this still runs, so no caller is left waiting, and a
+  // site parked for its SFLV2 turn hears that the round is over.
   round_ = 0;
+  changed_.notify_all();
   RunQueuedTensorWork(lock);
   ClosedRound closed;
   closed.participants.swap(participants_);
@@ -703,24 +692,14 @@ absl::StatusOr<std::vector<double>> Coordinator::AggregateRound(int64_t round,
   return weights;
 }
 
-absl::StatusOr<std::string> Coordinator::CheckpointRound(int64_t round) {
-  if (options_.checkpoint_dir.empty() || !options_.checkpoint_every_round) return std::string();
-  const std::string checkpoint =
-      (std::filesystem::path(options_.checkpoint_dir) / absl::StrCat("round-", round, ".pt"))
-          .string();
-  RETURN_IF_ERROR(SaveModelFile(checkpoint, options_.model, options_.split, options_.image_size,
-                                options_.image_size, global_));
-  return checkpoint;
-}
-
-absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
-                                      const std::vector<double>& weights, bool completed,
-                                      const std::string& checkpoint) {
-  if (!store_) return absl::OkStatus();
+std::vector<SiteRoundMetrics> Coordinator::RoundMetrics(int64_t round, const ClosedRound& closed,
+                                                       const std::vector<double>& weights,
+                                                       bool completed) const {
+  std::vector<SiteRoundMetrics> rows;
   size_t k = 0;
   for (const auto& [name, p] : closed.participants) {
     SiteRoundMetrics m;
-    m.run_id = run_id_;
+    m.run_id = run_id();
     m.round = round;
     m.site = name;
     m.included = p->submitted && completed;
@@ -735,14 +714,22 @@ absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
       m.reliability = p->submission.reliability;
       if (completed) m.aggregation_weight = weights[k];
       ++k;
-      store_->TouchSite(run_id_, name, p->submission.num_images, true).IgnoreError();
     } else {
       m.note = p->failure;
     }
     if (!completed && p->submitted) m.note = "round retried: too few sites submitted";
-    RETURN_IF_ERROR(store_->RecordSiteMetrics(m));
+    rows.push_back(m);
   }
-  return store_->FinishRound(run_id_, round, completed ? "completed" : "retried", checkpoint);
+  return rows;
+}
+
+absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
+                                      const std::vector<double>& weights, bool completed,
+                                      const std::string& checkpoint) {
+  for (const auto& [name, p] : closed.participants)
+    if (p->submitted) recorder_.SiteSeen(name, p->submission.num_images, true);
+  return recorder_.RoundClosed(round, RoundMetrics(round, closed, weights, completed), completed,
+                               checkpoint);
 }
 
 }  // namespace splitfed

@@ -19,6 +19,8 @@
 #include "absl/status/statusor.h"
 #include "aggregation/aggregator.h"
 #include "colearning/method.h"
+#include "coordinator/checkpointer.h"
+#include "coordinator/round_recorder.h"
 #include "proto/tensor_codec.h"
 #include "split/model_state.h"
 #include "split/trainer.h"
@@ -101,7 +103,7 @@ class Coordinator {
   ~Coordinator();
 
   const RunOptions& options() const { return options_; }
-  int64_t run_id() const { return run_id_; }
+  int64_t run_id() const { return recorder_.run_id(); }
   ActivationShapes cut_shapes() const { return shapes_; }
 
   // A site joins (or rejoins). Refused if its name is not enrolled. `num_images` may be 0
@@ -202,7 +204,7 @@ class Coordinator {
     std::map<std::string, double> teacher_losses;
   };
 
-  Coordinator(const RunOptions& options, RunStore* store);
+  explicit Coordinator(const RunOptions& options);
   // One round, as the phases below in order.
   absl::Status RunRound(int64_t round, bool* completed);
   std::vector<std::string> WaitingSitesLocked() const;
@@ -219,8 +221,10 @@ class Coordinator {
   RoundUpdates GatherUpdates(ClosedRound& closed) const;
   // Combines the updates into the global model; returns each client update's weight.
   absl::StatusOr<std::vector<double>> AggregateRound(int64_t round, const RoundUpdates& updates);
-  // Saves the round's model when every round is kept; returns its path, or "".
-  absl::StatusOr<std::string> CheckpointRound(int64_t round);
+  // The round's rows for the run store: each participant's metrics.
+  std::vector<SiteRoundMetrics> RoundMetrics(int64_t round, const ClosedRound& closed,
+                                             const std::vector<double>& weights,
+                                             bool completed) const;
   absl::Status RecordRound(int64_t round, const ClosedRound& closed,
                            const std::vector<double>& weights, bool completed,
                            const std::string& checkpoint);
@@ -250,8 +254,8 @@ class Coordinator {
                       const std::map<std::string, double>& teacher_losses);
 
   RunOptions options_;
-  RunStore* store_;
-  int64_t run_id_ = 0;
+  RoundRecorder recorder_;   // the run store's rows
+  Checkpointer checkpointer_;  // the model files
   ActivationShapes shapes_;
   std::unique_ptr<Aggregator> aggregator_;
 

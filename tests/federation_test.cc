@@ -1,6 +1,7 @@
 // The federation end to end: a real coordinator and real sites over gRPC with mutual TLS on
 // 127.0.0.1 (port 0), in one process, one thread per site. Every wait is bounded.
 #include <grpcpp/grpcpp.h>
+#include <sqlite3.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -902,6 +903,91 @@ TEST_F(RawSiteFederation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
   const auto rounds = *store_->Rounds(coordinator_->run_id());
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_EQ(rounds[0].state, "completed");
+}
+
+// A scratch folder for one test, removed when it ends.
+struct ScratchDir {
+  fs::path path = fs::temp_directory_path() /
+                  ("splitfed_parts_" + std::to_string(::getpid()) + "_" +
+                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  ScratchDir() { fs::remove_all(path); fs::create_directories(path); }
+  ~ScratchDir() { fs::remove_all(path); }
+};
+
+TEST(Checkpointer, KeepsEveryRoundOrOnlyTheFinalModel) {
+  ScratchDir dir;
+  const UNetConfig model{1, 2, 4, 2};
+  const SplitSpec split = SplitSpec::Deep();
+  SplitModel m = MakeSplitModel(model, split);
+  for (bool every_round : {true, false}) {
+    const fs::path folder = dir.path / (every_round ? "all" : "final");
+    absl::StatusOr<Checkpointer> c =
+        Checkpointer::Create(folder.string(), every_round, model, split, 32);
+    ASSERT_TRUE(c.ok()) << c.status();
+    absl::StatusOr<std::string> round = c->SaveRound(3, m);
+    ASSERT_TRUE(round.ok()) << round.status();
+    absl::StatusOr<std::string> final_model = c->SaveFinal(m);
+    ASSERT_TRUE(final_model.ok()) << final_model.status();
+    EXPECT_EQ(*final_model, (folder / "final.pt").string());
+    if (every_round) {
+      EXPECT_EQ(*round, (folder / "round-3.pt").string());
+      absl::StatusOr<ModelFile> read = LoadModelFile(*round);
+      ASSERT_TRUE(read.ok()) << read.status();
+      EXPECT_EQ(read->image_height, 32);
+    } else {
+      EXPECT_EQ(*round, "") << "only final.pt is kept";
+      EXPECT_FALSE(fs::exists(folder / "round-3.pt"));
+    }
+    EXPECT_TRUE(fs::exists(folder / "final.pt"));
+  }
+  // No folder: nothing is written, and that is not an error.
+  absl::StatusOr<Checkpointer> none = Checkpointer::Create("", true, model, split, 32);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none->SaveFinal(m), "");
+}
+
+TEST(Checkpointer, AFolderThatCannotBeMadeIsRefused) {
+  ScratchDir dir;
+  std::ofstream(dir.path / "a-file") << "x";
+  const absl::StatusOr<Checkpointer> c = Checkpointer::Create(
+      (dir.path / "a-file" / "checkpoints").string(), true, UNetConfig{}, SplitSpec::Deep(), 64);
+  EXPECT_TRUE(absl::IsPermissionDenied(c.status())) << c.status();
+  EXPECT_NE(c.status().message().find("cannot create the checkpoint folder"), std::string::npos);
+}
+
+TEST(RoundRecorder, HistoryFailuresFailTheRunLivenessFailuresDoNot) {
+  ScratchDir dir;
+  const std::string db = (dir.path / "run.db").string();
+  absl::StatusOr<std::unique_ptr<RunStore>> store = RunStore::Open(db);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<RoundRecorder> recorder = RoundRecorder::Create(store->get(), "r", "{}");
+  ASSERT_TRUE(recorder.ok()) << recorder.status();
+  recorder->SiteSeen("a", 10, true);
+  ASSERT_TRUE(recorder->RoundStarted(1).ok());
+  ASSERT_EQ((*store)->Sites(recorder->run_id())->size(), 1u);
+
+  // Break the store from outside, as a full disk or a damaged file would.
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "DROP TABLE sites; DROP TABLE rounds; DROP TABLE runs;", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+
+  recorder->SiteSeen("a", 10, false);  // logged; nothing to assert but that it returns
+  EXPECT_FALSE(recorder->RoundStarted(2).ok()) << "a round the store cannot record fails";
+  EXPECT_FALSE(recorder->RoundClosed(2, {}, true, "").ok());
+  EXPECT_FALSE(recorder->RunFinished().ok());
+  const absl::Status why = absl::InternalError("the aggregation failed");
+  EXPECT_EQ(recorder->RunFailed(why), why) << "the run's own error wins over the store's";
+
+  // Without a store every call does nothing.
+  RoundRecorder none;
+  none.SiteSeen("a", 1, true);
+  EXPECT_TRUE(none.RoundStarted(1).ok());
+  EXPECT_TRUE(none.RoundClosed(1, {}, true, "").ok());
+  EXPECT_TRUE(none.RunFinished().ok());
+  EXPECT_EQ(none.RunFailed(why), why);
 }
 
 }  // namespace
