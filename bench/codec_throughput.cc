@@ -16,8 +16,8 @@
 
 #include "bench/median.h"
 #include "proto/tensor_codec.h"
-#include "split/allocator.h"
-#include "split/openmp_wait.h"
+#include "process/allocator.h"
+#include "process/openmp_wait.h"
 
 namespace {
 

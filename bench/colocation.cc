@@ -33,8 +33,8 @@
 #include "datasets/phantom.h"
 #include "proto/tensor_codec.h"
 #include "splitfed/v1/federation.pb.h"
-#include "split/allocator.h"
-#include "split/openmp_wait.h"
+#include "process/allocator.h"
+#include "process/openmp_wait.h"
 #include "split/trainer.h"
 
 namespace {

@@ -45,8 +45,8 @@
 #include "datasets/phantom.h"
 #include "provision/federation_kit.h"
 #include "store/run_store.h"
-#include "split/allocator.h"
-#include "split/openmp_wait.h"
+#include "process/allocator.h"
+#include "process/openmp_wait.h"
 #include "split/trainer.h"
 
 namespace {

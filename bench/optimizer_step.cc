@@ -16,7 +16,7 @@
 
 #include "bench/median.h"
 #include "split/adam.h"
-#include "split/openmp_wait.h"
+#include "process/openmp_wait.h"
 #include "split/unet.h"
 
 namespace {

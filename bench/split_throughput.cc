@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "bench/median.h"
-#include "split/allocator.h"
+#include "process/allocator.h"
 #include "split/loss.h"
 #include "split/split_step.h"
 #include "split/unet.h"

@@ -27,7 +27,7 @@
 #include "CLI/CLI.hpp"
 #include "proto/state_codec.h"
 #include "provision/certificates.h"
-#include "split/allocator.h"
+#include "process/allocator.h"
 #include "splitfed/v1/federation.grpc.pb.h"
 
 namespace {

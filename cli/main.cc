@@ -6,8 +6,8 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "split/allocator.h"
-#include "split/openmp_wait.h"
+#include "process/allocator.h"
+#include "process/openmp_wait.h"
 
 int main(int argc, char** argv) {
   // Only where the two sides of the cut take turns (and `version`, which reports what they

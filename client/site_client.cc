@@ -19,6 +19,7 @@
 #include "split/model_state.h"
 #include "split/trainer.h"
 #include "splitfed/v1/federation.grpc.pb.h"
+#include "client/stream_body.h"
 #include "status/status_macros.h"
 
 namespace splitfed {
@@ -35,85 +36,6 @@ bool Retryable(const absl::Status& s) {
 
 // The site's registration must be made again before it can take part.
 bool MustRejoin(const absl::Status& s) { return absl::IsUnavailable(s) || absl::IsNotFound(s); }
-
-// The coordinator's body as seen through one Split stream. Activations that come out of a
-// ReLU travel without their zeros, and so do their gradients (docs/PROTOCOL.md, "Sparse
-// layouts"): a1 when `front_rectified`, a2 whenever the coordinator sends it that way.
-class StreamBody : public BodyLink {
- public:
-  using Stream = grpc::ClientReaderWriter<v1::SplitMessage, v1::SplitMessage>;
-  StreamBody(Stream* stream, int64_t round, WireEncoding encoding,
-             const ActivationShapes& shapes, bool front_rectified)
-      : stream_(stream),
-        round_(round),
-        encoding_(encoding),
-        shapes_(shapes),
-        codec_(front_rectified) {}
-
-  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& a1) override {
-    return Activation(v1::SplitMessage::ACTIVATION, a1);
-  }
-  absl::StatusOr<torch::Tensor> Backward(const torch::Tensor& g2) override {
-    v1::SplitMessage out;
-    RETURN_IF_ERROR(codec_.EncodeGradient(g2, encoding_, out.mutable_tensor()));
-    ASSIGN_OR_RETURN(v1::SplitMessage in, Exchange(v1::SplitMessage::GRADIENT, &out));
-    return codec_.DecodeGradient(in.tensor(), Limits(out, shapes_.a1), "g1");
-  }
-  absl::StatusOr<torch::Tensor> Evaluate(const torch::Tensor& a1) override {
-    return Activation(v1::SplitMessage::EVAL, a1);
-  }
-  absl::StatusOr<torch::Tensor> Teacher(const torch::Tensor& a1) override {
-    return Activation(v1::SplitMessage::TEACHER, a1);
-  }
-  int64_t bytes_sent() const { return bytes_sent_; }
-  int64_t bytes_received() const { return bytes_received_; }
-
- private:
-  // a1 out, a2 back; only ACTIVATION is answered by a gradient later.
-  absl::StatusOr<torch::Tensor> Activation(v1::SplitMessage::Kind kind, const torch::Tensor& a1) {
-    const bool training = kind == v1::SplitMessage::ACTIVATION;
-    v1::SplitMessage out;
-    if (auto s = codec_.EncodeActivation(a1, encoding_, training, out.mutable_tensor()); !s.ok())
-      return s;
-    ASSIGN_OR_RETURN(v1::SplitMessage in, Exchange(kind, &out));
-    return codec_.DecodeActivation(in.tensor(), Limits(out, shapes_.a2), "a2", training);
-  }
-
-  // Sends `out` (its tensor already encoded) and returns the coordinator's answer.
-  absl::StatusOr<v1::SplitMessage> Exchange(v1::SplitMessage::Kind kind, v1::SplitMessage* out) {
-    v1::SplitMessage in;
-    out->set_kind(kind);
-    out->set_round(round_);
-    out->set_step(++step_);
-    bytes_sent_ += out->ByteSizeLong();
-    if (!stream_->Write(*out) || !stream_->Read(&in))
-      return absl::UnavailableError("the split stream closed (the coordinator ended it)");
-    bytes_received_ += in.ByteSizeLong();
-    if (in.step() != step_ || in.kind() != kind)
-      return absl::InternalError("the coordinator answered a different message");
-    return in;
-  }
-
-  // What an answer to `out` must be: float32, finite, `per_image` for each image of `out`.
-  static DecodeLimits Limits(const v1::SplitMessage& out, const std::vector<int64_t>& per_image) {
-    DecodeLimits limits;
-    limits.expected_dtype = v1::DTYPE_FLOAT32;
-    limits.reject_non_finite = true;
-    std::vector<int64_t> shape = {out.tensor().shape_size() > 0 ? out.tensor().shape(0) : 0};
-    shape.insert(shape.end(), per_image.begin(), per_image.end());
-    limits.expected_shape = shape;
-    return limits;
-  }
-
-  Stream* stream_;
-  int64_t round_;
-  WireEncoding encoding_;
-  ActivationShapes shapes_;
-  SplitStepCodec codec_;
-  int64_t step_ = 0;
-  int64_t bytes_sent_ = 0;
-  int64_t bytes_received_ = 0;
-};
 
 }  // namespace
 

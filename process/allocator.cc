@@ -1,4 +1,4 @@
-#include "split/allocator.h"
+#include "process/allocator.h"
 
 #include <malloc.h>
 

@@ -1,4 +1,4 @@
-#include "split/openmp_wait.h"
+#include "process/openmp_wait.h"
 
 #include <unistd.h>
 
