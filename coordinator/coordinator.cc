@@ -163,9 +163,24 @@ void Coordinator::StopWaiting(const std::string& site) {
   if (it != sites_.end()) it->second.waiting = false;
 }
 
-void Coordinator::WaitForChange(std::chrono::milliseconds timeout) {
+uint64_t Coordinator::ChangeCount() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return changes_;
+}
+
+void Coordinator::WaitForChange(uint64_t seen, std::chrono::steady_clock::time_point until) {
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait_for(lock, timeout);
+  changed_.wait_until(lock, until, [&] { return changes_ != seen; });
+}
+
+void Coordinator::NotifyChange() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  NotifyChangedLocked();
+}
+
+void Coordinator::NotifyChangedLocked() {
+  ++changes_;
+  changed_.notify_all();
 }
 
 absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
@@ -177,7 +192,7 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
   if (!it->second.waiting || !it->second.connected) {
     it->second.waiting = true;  // the Run() thread counts the waiting sites to open a round
     it->second.connected = true;
-    changed_.notify_all();
+    NotifyChangedLocked();
   }
   if (finished_ || stopping_) {
     it->second.waiting = false;
@@ -258,8 +273,8 @@ absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void(
   std::packaged_task<void()> task(work);
   std::future<void> done = task.get_future();
   tensor_work_.emplace_back([&task] { task(); });
+  NotifyChangedLocked();
   lock.unlock();
-  changed_.notify_all();
   done.get();  // rethrows what `work` threw
   return absl::OkStatus();
 }
@@ -409,7 +424,7 @@ absl::Status Coordinator::Submit(const std::string& site, SiteSubmission submiss
   p->submission = std::move(submission);
   p->submitted = true;
   AdvanceTurnLocked();
-  changed_.notify_all();
+  NotifyChangedLocked();
   return absl::OkStatus();
 }
 
@@ -425,7 +440,7 @@ void Coordinator::MarkFailed(const std::string& site, int64_t round, const std::
     AdvanceTurnLocked();
     sites_[site].connected = false;
     images = sites_[site].num_images;
-    changed_.notify_all();
+    NotifyChangedLocked();
   }
   // `splitfed status` shows the site as disconnected until it is heard from again.
   recorder_.SiteSeen(site, images, false);
@@ -481,7 +496,7 @@ int64_t Coordinator::current_round() const {
 void Coordinator::Stop() {
   std::lock_guard<std::mutex> lock(mutex_);
   stopping_ = true;
-  changed_.notify_all();
+  NotifyChangedLocked();
 }
 
 SplitModel Coordinator::GlobalModel() {
@@ -502,7 +517,7 @@ absl::Status Coordinator::Run() {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) {
         finished_ = true;
-        changed_.notify_all();
+        NotifyChangedLocked();
         return recorder_.RunStopped();
       }
     }
@@ -512,7 +527,7 @@ absl::Status Coordinator::Run() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     finished_ = true;
-    changed_.notify_all();
+    NotifyChangedLocked();
   }
   return recorder_.RunFinished();
 }
@@ -602,7 +617,7 @@ absl::StatusOr<std::chrono::steady_clock::time_point> Coordinator::OpenRoundLock
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(
                             static_cast<int64_t>(options_.round_deadline_seconds * 1000));
-  changed_.notify_all();
+  NotifyChangedLocked();
   return deadline;
 }
 
@@ -620,7 +635,7 @@ Coordinator::ClosedRound Coordinator::CollectSubmissions(
   // Close the round; work queued before this still runs, so no caller is left waiting, and a
   // site parked for its SFLV2 turn hears that the round is over.
   round_ = 0;
-  changed_.notify_all();
+  NotifyChangedLocked();
   RunQueuedTensorWork(lock);
   ClosedRound closed;
   closed.participants.swap(participants_);

@@ -115,9 +115,13 @@ class Coordinator {
   // StopWaiting.
   absl::StatusOr<std::optional<RoundTicket>> PollRound(const std::string& site);
   void StopWaiting(const std::string& site);
-  // Returns when the coordinator's state changes (a round opens, the run ends, ...) or after
-  // `timeout`, whichever is first.
-  void WaitForChange(std::chrono::milliseconds timeout);
+  // Waiting for the coordinator's state to change (a round opens, the run ends, ...) without
+  // missing a change: read ChangeCount(), look at what you need, then WaitForChange(seen,
+  // until) returns as soon as the count has moved past `seen`, or at `until`.
+  uint64_t ChangeCount() const;
+  void WaitForChange(uint64_t seen, std::chrono::steady_clock::time_point until);
+  // Counts as a change and wakes every waiter (e.g. a parked call was cancelled).
+  void NotifyChange();
   // The split data plane for `site` in `round`: a1 → a2 (training), g2 → g1 (steps the
   // site's body), a1 → a2 (evaluation, no state). Backward returns g1 before the body's
   // optimiser steps (BodySession then calls FinishBodyStep); a Split stream goes through a
@@ -245,6 +249,8 @@ class Coordinator {
   // Runs the queued tensor work (RunTensorWork) with `lock` released; false if there was none.
   bool RunQueuedTensorWork(std::unique_lock<std::mutex>& lock);
   void AdvanceTurnLocked();
+  // Counts a change of state and wakes every waiter; `mutex_` held.
+  void NotifyChangedLocked();
   // The global client parts plus the method's extra trainable state; `mutex_` held.
   NamedTensors ClientStateLocked();
   // Moves the teacher's body towards the global body (called as a round opens).
@@ -261,6 +267,7 @@ class Coordinator {
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
+  uint64_t changes_ = 0;  // how many times changed_ was notified; `mutex_` held
   bool stopping_ = false;
   bool finished_ = false;
   int64_t round_ = 0;         // the open round, 0 between rounds

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -96,6 +97,7 @@ class RoundLongPolls {
       stopping_ = true;
       added_.notify_one();
     }
+    coordinator_->NotifyChange();  // the loop may be waiting on the coordinator
     thread_.join();
   }
 
@@ -138,6 +140,8 @@ class RoundLongPolls {
       calls.swap(parked_);
       const bool stopping = stopping_;
       lock.unlock();
+      // Read before settling, so that a change while the calls are looked at is not missed.
+      const uint64_t seen = coordinator_->ChangeCount();
       std::vector<Call*> still;
       for (Call* call : calls) {
         if (stopping) {
@@ -147,8 +151,13 @@ class RoundLongPolls {
         }
       }
       if (stopping) return;
-      // Cancellations and give-ups are noticed within this wait.
-      if (!still.empty()) coordinator_->WaitForChange(std::chrono::milliseconds(200));
+      // Until the coordinator's state changes (a cancelled call and Stop() count as changes)
+      // or the first parked call's long-poll time is up.
+      if (!still.empty()) {
+        auto until = still.front()->give_up_at();
+        for (const Call* call : still) until = std::min(until, call->give_up_at());
+        coordinator_->WaitForChange(seen, until);
+      }
       lock.lock();
       parked_.insert(parked_.end(), still.begin(), still.end());
     }
@@ -314,7 +323,10 @@ struct CoordinatorServer::Services {
         Write();
       }
 
-      void OnCancel() override { cancelled_ = true; }
+      void OnCancel() override {
+        cancelled_ = true;
+        s_->coordinator->NotifyChange();  // wakes the long-poll thread to end the call
+      }
       void OnDone() override { delete this; }
 
      private:

@@ -56,6 +56,7 @@ RunOptions SmallRun(std::vector<std::string> sites, int64_t rounds) {
 absl::StatusOr<RoundTicket> WaitForTicket(Coordinator& c, const std::string& site) {
   const auto until = std::chrono::steady_clock::now() + 20s;
   while (true) {
+    const uint64_t seen = c.ChangeCount();
     absl::StatusOr<std::optional<RoundTicket>> polled = c.PollRound(site);
     if (!polled.ok()) return polled.status();
     if (polled->has_value()) return std::move(**polled);
@@ -63,7 +64,7 @@ absl::StatusOr<RoundTicket> WaitForTicket(Coordinator& c, const std::string& sit
       c.StopWaiting(site);
       return absl::DeadlineExceededError("no round opened for " + site);
     }
-    c.WaitForChange(200ms);
+    c.WaitForChange(seen, until);
   }
 }
 
