@@ -334,6 +334,16 @@ absl::StatusOr<std::vector<RunResult>> ExperimentRunner::Run() {
   return finished;
 }
 
+void ExperimentRunner::Stop() {
+  stopping_ = true;
+  WakeSupervision();
+}
+
+void ExperimentRunner::WakeSupervision() {
+  std::lock_guard<std::mutex> lock(supervise_mutex_);
+  supervise_.notify_all();
+}
+
 absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const SimData& data,
                                                    int64_t index, int64_t count) {
   const ExperimentConfig& c = config_;
@@ -372,7 +382,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
 
   // 2. The run, and a site client per simulated site.
   const auto started = std::chrono::steady_clock::now();
-  std::future<absl::Status> run = std::async(std::launch::async, [&] { return coord.Run(); });
+  std::atomic<bool> run_ended{false};  // set before the future is ready, so the wait sees it
+  std::future<absl::Status> run = std::async(std::launch::async, [&] {
+    absl::Status s = coord.Run();
+    run_ended = true;
+    WakeSupervision();
+    return s;
+  });
   std::vector<std::unique_ptr<SiteClient>> clients;
   std::atomic<bool> site_failed{false};
   DetectionLog detections;
@@ -411,14 +427,17 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
     clients.push_back(std::make_unique<SiteClient>(so));
     site_runs.push_back(std::async(std::launch::async, [&, client = clients.back().get()] {
       absl::StatusOr<SiteRunSummary> r = client->Run();
-      if (!r.ok()) site_failed = true;
+      if (!r.ok()) {
+        site_failed = true;
+        WakeSupervision();
+      }
       return r;
     }));
   }
 
   // 3. Wait for the run; stop everything on a stop request or when a site gave up.
   bool stopped = false, site_gave_up = false;
-  while (run.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+  while (!run_ended) {
     if (stopping_ && !stopped) {
       stopped = true;
       coord.Stop();
@@ -432,6 +451,13 @@ absl::StatusOr<RunResult> ExperimentRunner::RunOne(const PlannedRun& plan, const
       coord.Stop();
       for (auto& client : clients) client->Stop();
     }
+    // Woken by Stop(), a failed site and the run's end (the flags are read under the lock,
+    // so no wake-up falls between the checks above and this wait).
+    std::unique_lock<std::mutex> lock(supervise_mutex_);
+    supervise_.wait(lock, [&] {
+      return run_ended || (stopping_ && !stopped) ||
+             (site_failed && !site_gave_up && !stopping_);
+    });
   }
   absl::Status run_status = run.get();
   scorer.Wait();

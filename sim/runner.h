@@ -4,8 +4,10 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -107,7 +109,7 @@ class ExperimentRunner {
   // Returns the runs this call finished.
   absl::StatusOr<std::vector<RunResult>> Run();
   // Safe from any thread: ends the current run promptly; it is not recorded.
-  void Stop() { stopping_ = true; }
+  void Stop();
 
  private:
   absl::StatusOr<RunResult> RunOne(const PlannedRun& plan, const SimData& data, int64_t index,
@@ -117,6 +119,10 @@ class ExperimentRunner {
   std::function<void(const ProgressEvent&)> progress_;
   RunFilter filter_;
   std::atomic<bool> stopping_{false};
+  // Wakes the current run's supervision: Stop(), a site that gave up, the run's end.
+  std::mutex supervise_mutex_;
+  std::condition_variable supervise_;
+  void WakeSupervision();
 };
 
 }  // namespace splitfed::sim
