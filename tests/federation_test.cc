@@ -596,14 +596,16 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   // 1. No client certificate at all.
   grpc::SslCredentialsOptions no_cert;
   no_cert.pem_root_certs = ca;
-  EXPECT_FALSE(join(grpc::SslCredentials(no_cert)).ok());
+  // A refused handshake never reaches the service: the call sees no server (UNAVAILABLE).
+  EXPECT_EQ(join(grpc::SslCredentials(no_cert)).error_code(), grpc::StatusCode::UNAVAILABLE);
   // 2. A certificate from another CA, with an enrolled name.
   const PemPair rogue_ca = *MakeCertificateAuthority("rogue", 10);
   CertificateRequest as_a;
   as_a.common_name = "a";
   const PemPair rogue = *IssueCertificate(rogue_ca, as_a);
   grpc::SslCredentialsOptions rogue_options{ca, rogue.private_key, rogue.certificate};
-  EXPECT_FALSE(join(grpc::SslCredentials(rogue_options)).ok());
+  EXPECT_EQ(join(grpc::SslCredentials(rogue_options)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
   // 3. A valid certificate whose name is not enrolled in this run ("d" is in the kit).
   const fs::path d = dir_ / "kit/sites/d";
   grpc::SslCredentialsOptions unenrolled{ca, ReadText(d / "site.key"), ReadText(d / "site.crt")};
@@ -618,7 +620,8 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
   old.valid_days = 10;
   const PemPair expired = *IssueCertificate(ca_pair, old);
   grpc::SslCredentialsOptions expired_options{ca, expired.private_key, expired.certificate};
-  EXPECT_FALSE(join(grpc::SslCredentials(expired_options)).ok());
+  EXPECT_EQ(join(grpc::SslCredentials(expired_options)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
 
   auto a = std::async(std::launch::async,
                       [this] { return SiteClient(SiteOptions("a", Phantoms(1, 16))).Run(); });
