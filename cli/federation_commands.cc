@@ -49,6 +49,7 @@ struct CoordinatorFlags {
   int64_t seed = -1;
   int threads = 0;
   bool insecure = false;
+  bool new_run = false;
 };
 
 // The [tls] table every kit file has: the holder's certificate and key, and the run's CA.
@@ -171,10 +172,15 @@ void RunCoordinator(const CoordinatorFlags& f) {
   } else {
     tls = LoadTls(file.tls);
   }
+  o.resume = !f.new_run;
   std::unique_ptr<RunStore> store = Unwrap(RunStore::Open(db));
   std::unique_ptr<Coordinator> coordinator = Unwrap(Coordinator::Create(o, store.get()));
   std::unique_ptr<CoordinatorServer> server =
       Unwrap(CoordinatorServer::Start(coordinator.get(), store.get(), listen, tls));
+  if (coordinator->resumed())
+    std::printf("coordinator: resuming run %ld after round %ld\n",
+                static_cast<long>(coordinator->run_id()),
+                static_cast<long>(coordinator->resumed_after_round()));
   std::printf("coordinator: run %ld, %ld rounds, waiting for %ld of %zu sites on port %d\n",
               static_cast<long>(coordinator->run_id()), static_cast<long>(o.rounds),
               static_cast<long>(o.min_sites), o.enrolled_sites.size(), server->port());
@@ -330,21 +336,29 @@ void RunStatus(const StatusFlags& f) {
         }
         sites.push_back(j);
       }
+      nlohmann::json rounds = nlohmann::json::array();
+      for (const auto& round : r.rounds())
+        rounds.push_back(
+            {{"round", round.round()}, {"state", round.state()}, {"attempt", round.attempt()}});
       runs.push_back({{"id", r.id()},
                       {"name", r.name()},
                       {"status", r.status()},
+                      {"resumed", r.resumed()},
                       {"current_round", r.current_round()},
                       {"total_rounds", r.total_rounds()},
                       {"completed_rounds", r.completed_rounds()},
+                      {"rounds", rounds},
                       {"sites", sites}});
     }
     std::printf("%s\n", nlohmann::json{{"runs", runs}}.dump(2).c_str());
     return;
   }
   for (const auto& r : reply.runs()) {
-    std::printf("run %ld  %-12s %-9s round %ld/%ld (%ld completed)\n", static_cast<long>(r.id()),
-                r.name().c_str(), r.status().c_str(), static_cast<long>(r.current_round()),
-                static_cast<long>(r.total_rounds()), static_cast<long>(r.completed_rounds()));
+    std::printf("run %ld  %-12s %-9s round %ld/%ld (%ld completed)%s\n",
+                static_cast<long>(r.id()), r.name().c_str(), r.status().c_str(),
+                static_cast<long>(r.current_round()), static_cast<long>(r.total_rounds()),
+                static_cast<long>(r.completed_rounds()),
+                r.resumed() > 0 ? absl::StrCat("  resumed ", r.resumed(), "x").c_str() : "");
     std::printf("  %-16s %-9s %-26s %7s %9s %8s %6s %8s\n", "site", "connected", "last seen",
                 "images", "last loss", "val Dice", "q_k", "weight");
     for (const auto& site : r.sites()) {
@@ -393,6 +407,9 @@ void AddFederationCommands(CLI::App& app) {
   c->add_option("--checkpoints", cf->checkpoints, "Folder for per-round and final models");
   c->add_option("--threads", cf->threads, "Torch threads (0: default)");
   c->add_flag("--insecure", cf->insecure, "No TLS (loopback experiments only; warns)");
+  c->add_flag("--new-run", cf->new_run,
+              "Start a new run even if the store holds an unfinished one of this name "
+              "(default: resume it from its last completed round)");
   c->callback([cf] { RunCoordinator(*cf); });
 
   auto kf = std::make_shared<ClientFlags>();

@@ -68,6 +68,19 @@ class WarmUpTracker {
   // when this ends the warm-up (this round is then its last).
   bool Observe(int64_t round, double mean_validation_loss);
 
+  // What it has learnt so far, for a coordinator that resumes a run.
+  struct Progress {
+    int64_t end = 0;
+    double best = 0;
+    int64_t since_best = -1;
+  };
+  Progress progress() const { return {end_, best_, since_best_}; }
+  void Restore(const Progress& p) {
+    end_ = p.end;
+    best_ = p.best;
+    since_best_ = p.since_best;
+  }
+
  private:
   MethodOptions method_;
   int64_t end_;

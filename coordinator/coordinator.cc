@@ -1,6 +1,7 @@
 #include "coordinator/coordinator.h"
 
 #include <glog/logging.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -104,6 +105,72 @@ absl::Status RunOptions::Validate() const {
   return MakeAggregator(AggregationRule()).status();
 }
 
+std::string RunOptions::SettingsJson() const {
+  const MethodOptions& m = method;
+  const nlohmann::json settings = {
+      {"run.rounds", rounds},
+      {"run.min_sites", min_sites},
+      {"run.mode", SplitModeName(mode)},
+      {"run.method", m.name()},
+      {"run.aggregation", AggregationRule()},
+      {"run.seed", seed},
+      {"run.local_epochs", local_epochs},
+      {"run.batch_size", batch_size},
+      {"run.learning_rate", learning_rate},
+      {"run.activation_encoding", WireEncodingName(activation_encoding)},
+      {"model.in_channels", model.in_channels},
+      {"model.num_classes", model.num_classes},
+      {"model.base_width", model.base_width},
+      {"model.depth", model.depth},
+      {"model.split", absl::StrCat(split.front_units, ",", split.back_units)},
+      {"model.image_size", image_size},
+      {"method.warmup_rounds", m.warmup_rounds},
+      {"method.warmup_patience", m.warmup_patience},
+      {"method.teacher_beta", m.teacher_beta},
+      {"method.ramp_rounds", m.ramp_rounds},
+      {"method.tau_min", m.threshold.tau_min},
+      {"method.min_gap", m.threshold.min_gap},
+      {"method.separation", m.threshold.separation},
+      {"method.detection", colearning::DetectionModeName(m.threshold.detection)},
+      {"method.threshold", m.threshold.fixed_tau ? "fixed" : "gmm"},
+      {"method.kappa", m.kappa},
+      {"method.refinement", RefinementName(m.refinement)},
+      {"method.consistency", m.consistency},
+      {"method.loss_weights", m.learned_loss_weights ? "learned" : "fixed"},
+      {"method.distillation_weight", m.distillation_weight},
+  };
+  return settings.dump();
+}
+
+namespace {
+
+// A resumed run must compute what it started computing: every setting but these must match.
+absl::Status CheckSameSettings(const RunRecord& run, const std::string& current_json) {
+  static const std::set<std::string> kMayChange = {"run.rounds", "run.min_sites"};
+  const nlohmann::json stored = nlohmann::json::parse(run.config_json, nullptr, false);
+  const nlohmann::json current = nlohmann::json::parse(current_json);
+  const std::string where = absl::StrCat("run ", run.id, " ('", run.name, "')");
+  const std::string remedy =
+      "; set it back to resume that run, or start a new one with --new-run";
+  if (!stored.is_object())
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, " has unreadable settings in the run store", remedy));
+  for (const auto& [key, value] : current.items()) {
+    if (kMayChange.count(key)) continue;
+    if (!stored.contains(key))
+      return absl::FailedPreconditionError(absl::StrCat(
+          where, " was started by an older coordinator that did not record '", key, "'",
+          remedy));
+    if (stored[key] != value)
+      return absl::FailedPreconditionError(absl::StrCat(
+          key, " is ", value.dump(), " in this configuration, but ", where,
+          " was started with ", stored[key].dump(), remedy));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 Coordinator::Coordinator(const RunOptions& options) : options_(options), warm_up_(options.method) {}
 
 Coordinator::~Coordinator() { Stop(); }
@@ -124,16 +191,108 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const RunOption
   c->client_template_.site = "global";
   c->client_template_.num_images = 1;
   c->client_template_.state = c->ClientStateLocked();
-  const std::string settings = absl::StrCat(
-      "{\"rounds\": ", options.rounds, ", \"min_sites\": ", options.min_sites,
-      ", \"local_epochs\": ", options.local_epochs, ", \"method\": \"", options.method.name(),
-      "\", \"aggregation\": \"", options.AggregationRule(), "\", \"mode\": \"",
-      SplitModeName(options.mode), "\"}");
-  ASSIGN_OR_RETURN(c->recorder_, RoundRecorder::Create(store, options.run_name, settings));
   ASSIGN_OR_RETURN(c->checkpointer_,
                    Checkpointer::Create(options.checkpoint_dir, options.checkpoint_every_round,
                                         options.model, options.split, options.image_size));
+  if (options.resume && store) {
+    ASSIGN_OR_RETURN(const std::optional<RunRecord> latest, store->LatestRun(options.run_name));
+    if (latest && latest->status != "finished") {
+      RETURN_IF_ERROR(c->ResumeRun(store, *latest));
+      return c;
+    }
+  }
+  ASSIGN_OR_RETURN(c->recorder_,
+                   RoundRecorder::Create(store, options.run_name, options.SettingsJson()));
   return c;
+}
+
+absl::Status Coordinator::ResumeRun(RunStore* store, const RunRecord& run) {
+  RETURN_IF_ERROR(CheckSameSettings(run, options_.SettingsJson()));
+  ASSIGN_OR_RETURN(const std::vector<RoundRecord> rounds, store->Rounds(run.id));
+  const RoundRecord* last = nullptr;  // rounds complete in order: the last completed one
+  for (const RoundRecord& r : rounds)
+    if (r.state == "completed") last = &r;
+  if (last) {
+    if (last->resume_path.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "run ", run.id, " ('", run.name, "') completed round ", last->round,
+          " without a resume state (its coordinator kept no checkpoints); start a new run "
+          "with --new-run"));
+    ASSIGN_OR_RETURN(const NamedTensors state,
+                     Checkpointer::LoadResumeState(last->resume_path, last->resume_sha256,
+                                                   last->round));
+    RETURN_IF_ERROR(RestoreState(state, last->resume_json));
+    last_completed_round_ = last->round;
+  }
+  ASSIGN_OR_RETURN(recorder_, RoundRecorder::Resume(store, run.id));
+  resumed_ = true;
+  resumed_after_round_ = last_completed_round_;
+  LOG(INFO) << "event=run_resumed run=" << run.id << " was=" << run.status
+            << " completed_rounds=" << last_completed_round_;
+  return absl::OkStatus();
+}
+
+NamedTensors Coordinator::ResumeTensorsLocked() {
+  NamedTensors state;
+  for (const auto& [prefix, part] : {std::pair{"front.", global_.front},
+                                     {"body.", global_.body}, {"back.", global_.back}})
+    for (auto& [name, t] : ExtractState(*part)) state[prefix + name] = t;
+  for (const auto& [name, t] : extra_state_) state[name] = t.clone();
+  std::lock_guard<std::mutex> lock(teacher_mutex_);
+  if (teacher_body_)
+    for (auto& [name, t] : ExtractState(*teacher_body_)) state["teacher." + name] = t;
+  return state;
+}
+
+std::string Coordinator::ResumeScalarsLocked() const {
+  const WarmUpTracker::Progress warm = warm_up_.progress();
+  return nlohmann::json{
+      {"noisy_sites", noisy_sites_},
+      {"noise_decided", noise_decided_},
+      {"warm_up", {{"end", warm.end}, {"best", warm.best}, {"since_best", warm.since_best}}}}
+      .dump();
+}
+
+absl::Status Coordinator::RestoreState(const NamedTensors& tensors,
+                                       const std::string& scalars_json) {
+  auto lost = [](const std::string& why) {
+    return absl::DataLossError(absl::StrCat("the resume state does not fit this run: ", why));
+  };
+  std::map<std::string, NamedTensors> parts;  // by prefix
+  for (const auto& [name, t] : tensors) {
+    const size_t dot = name.find('.');
+    if (dot == std::string::npos) return lost(absl::StrCat("unexpected entry '", name, "'"));
+    parts[name.substr(0, dot + 1)][name.substr(dot + 1)] = t;
+  }
+  for (auto [prefix, part] : {std::pair{"front.", global_.front},
+                              {"body.", global_.body}, {"back.", global_.back}})
+    if (auto s = LoadState(*part, parts[prefix]); !s.ok()) return lost(std::string(s.message()));
+  for (auto& [name, t] : extra_state_) {
+    auto it = tensors.find(name);
+    if (it == tensors.end() || it->second.sizes() != t.sizes())
+      return lost(absl::StrCat("'", name, "' is missing or mis-shaped"));
+    t = it->second.clone();
+  }
+  if (!parts["teacher."].empty()) {
+    if (!options_.method.UsesTeacher()) return lost("a teacher, for a method without one");
+    teacher_body_ = UNetSegment(options_.model, options_.split.front_units,
+                                options_.split.BodyEnd(options_.model));
+    if (auto s = LoadState(*teacher_body_, parts["teacher."]); !s.ok())
+      return lost(std::string(s.message()));
+    teacher_body_->eval();
+  }
+  const nlohmann::json scalars = nlohmann::json::parse(scalars_json, nullptr, false);
+  try {
+    noisy_sites_ = scalars.at("noisy_sites").get<std::set<std::string>>();
+    noise_decided_ = scalars.at("noise_decided").get<bool>();
+    const nlohmann::json& w = scalars.at("warm_up");
+    warm_up_.Restore({w.at("end").get<int64_t>(), w.at("best").get<double>(),
+                      w.at("since_best").get<int64_t>()});
+  } catch (const nlohmann::json::exception& e) {
+    return lost(absl::StrCat("its scalars are unreadable (", e.what(), ")"));
+  }
+  client_template_.state = ClientStateLocked();
+  return absl::OkStatus();
 }
 
 absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
@@ -230,6 +389,10 @@ absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActivePar
   std::lock_guard<std::mutex> lock(mutex_);
   // ABORTED: the message belongs to a round that is no longer (or not yet) this site's; the
   // site drops the round and waits for the next one.
+  if (round <= last_completed_round_)
+    return absl::AbortedError(absl::StrCat(
+        "stale update: round ", round, " is already over (", last_completed_round_,
+        " rounds completed); the site drops it and takes part in the next round"));
   if (round_ == 0 || round != round_)
     return absl::AbortedError(absl::StrCat(
         "round ", round, " is not open (", round_ ? absl::StrCat("round ", round_, " is") :
@@ -510,7 +673,7 @@ absl::Status Coordinator::Run() {
     run_thread_ = std::this_thread::get_id();
     tensor_work_on_run_thread_ = torch::get_num_threads() > 1;
   }
-  for (int64_t round = 1; round <= options_.rounds; ++round) {
+  for (int64_t round = last_completed_round_ + 1; round <= options_.rounds; ++round) {
     bool completed = false;
     while (!completed) {
       if (auto s = RunRound(round, &completed); !s.ok()) return recorder_.RunFailed(s);
@@ -543,13 +706,29 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
   RoundUpdates updates = GatherUpdates(closed);
   const bool enough = static_cast<int64_t>(updates.client.size()) >= options_.min_sites;
   std::vector<double> weights;
-  std::string checkpoint;
+  RoundClosing closing;
   if (enough) {
     ASSIGN_OR_RETURN(weights, AggregateRound(round, updates));
     if (observer_) observer_(round, global_);
-    ASSIGN_OR_RETURN(checkpoint, checkpointer_.SaveRound(round, global_));
+    ASSIGN_OR_RETURN(closing.checkpoint_path, checkpointer_.SaveRound(round, global_));
+    // The resume state is on disk before the store's row that names it commits: a crash in
+    // between leaves the round "training" and the coordinator resumes from the round before.
+    NamedTensors state;
+    {
+      std::lock_guard<std::mutex> relock(mutex_);
+      state = ResumeTensorsLocked();
+      closing.resume_json = ResumeScalarsLocked();
+    }
+    ASSIGN_OR_RETURN(const Checkpointer::SavedState saved,
+                     checkpointer_.SaveResumeState(round, state));
+    closing.resume_path = saved.path;
+    closing.resume_sha256 = saved.sha256;
   }
-  RETURN_IF_ERROR(RecordRound(round, closed, weights, enough, checkpoint));
+  RETURN_IF_ERROR(RecordRound(round, closed, weights, enough, std::move(closing)));
+  if (enough) {
+    std::lock_guard<std::mutex> relock(mutex_);
+    last_completed_round_ = round;
+  }
   *completed = enough;
   return absl::OkStatus();
 }
@@ -740,11 +919,12 @@ std::vector<SiteRoundMetrics> Coordinator::RoundMetrics(int64_t round, const Clo
 
 absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
                                       const std::vector<double>& weights, bool completed,
-                                      const std::string& checkpoint) {
+                                      RoundClosing closing) {
   for (const auto& [name, p] : closed.participants)
     if (p->submitted) recorder_.SiteSeen(name, p->submission.num_images, true);
-  return recorder_.RoundClosed(round, RoundMetrics(round, closed, weights, completed), completed,
-                               checkpoint);
+  closing.round = round;
+  closing.sites = RoundMetrics(round, closed, weights, completed);
+  return recorder_.RoundClosed(std::move(closing), completed);
 }
 
 }  // namespace splitfed

@@ -56,10 +56,17 @@ struct RunOptions {
   MethodOptions method;     // splitfed (plain), splitfed-cl, fednoro, feda3i
   std::string aggregation;  // empty: the method's default rule
   std::vector<std::string> enrolled_sites;
-  std::string checkpoint_dir;  // empty: no checkpoints
+  std::string checkpoint_dir;  // empty: no checkpoints (and a run that cannot be resumed)
   bool checkpoint_every_round = true;  // false: only final.pt
+  // Take up the newest run called run_name in the store if it did not finish (a restarted
+  // coordinator), from its last completed round; false always starts a new run.
+  bool resume = false;
 
   absl::Status Validate() const;
+  // The options that decide what the run computes, by their coordinator.toml names, as a
+  // JSON object (the run store keeps it; a resumed run must match it). Not among them: the
+  // number of rounds (a run may be extended), the sites, min_sites and the deadlines.
+  std::string SettingsJson() const;
   std::string AggregationRule() const {
     return aggregation.empty() ? method.DefaultAggregation() : aggregation;
   }
@@ -104,6 +111,9 @@ class Coordinator {
 
   const RunOptions& options() const { return options_; }
   int64_t run_id() const { return recorder_.run_id(); }
+  // Whether this coordinator took up an unfinished run, and from which completed round.
+  bool resumed() const { return resumed_; }
+  int64_t resumed_after_round() const { return resumed_after_round_; }
   ActivationShapes cut_shapes() const { return shapes_; }
 
   // A site joins (or rejoins). Refused if its name is not enrolled. `num_images` may be 0
@@ -209,6 +219,14 @@ class Coordinator {
   };
 
   explicit Coordinator(const RunOptions& options);
+  // Takes up `run` (its settings must match these options): the state of its last completed
+  // round, and the recorder on its row.
+  absl::Status ResumeRun(RunStore* store, const RunRecord& run);
+  // Every tensor a resumed coordinator needs (global parts, learned loss weights, teacher),
+  // and the scalars beside them (FedNoRo's verdict, the warm-up's progress) as JSON.
+  NamedTensors ResumeTensorsLocked();
+  std::string ResumeScalarsLocked() const;
+  absl::Status RestoreState(const NamedTensors& tensors, const std::string& scalars_json);
   // One round, as the phases below in order.
   absl::Status RunRound(int64_t round, bool* completed);
   std::vector<std::string> WaitingSitesLocked() const;
@@ -231,7 +249,7 @@ class Coordinator {
                                              bool completed) const;
   absl::Status RecordRound(int64_t round, const ClosedRound& closed,
                            const std::vector<double>& weights, bool completed,
-                           const std::string& checkpoint);
+                           RoundClosing closing);
   // PollRound with `mutex_` held through `lock` (released when the run is over).
   absl::StatusOr<std::optional<RoundTicket>> PollRoundLocked(const std::string& site,
                                                              std::unique_lock<std::mutex>& lock);
@@ -271,6 +289,9 @@ class Coordinator {
   bool stopping_ = false;
   bool finished_ = false;
   int64_t round_ = 0;         // the open round, 0 between rounds
+  int64_t last_completed_round_ = 0;
+  bool resumed_ = false;
+  int64_t resumed_after_round_ = 0;
   int64_t deadline_unix_ms_ = 0;
   std::map<std::string, SiteState> sites_;
   std::map<std::string, std::shared_ptr<Participant>> participants_;

@@ -15,6 +15,14 @@ absl::StatusOr<RoundRecorder> RoundRecorder::Create(RunStore* store, const std::
   return r;
 }
 
+absl::StatusOr<RoundRecorder> RoundRecorder::Resume(RunStore* store, int64_t run_id) {
+  RoundRecorder r;
+  r.store_ = store;
+  r.run_id_ = run_id;
+  RETURN_IF_ERROR(store->ResumeRun(run_id));
+  return r;
+}
+
 void RoundRecorder::SiteSeen(const std::string& site, int64_t images, bool connected) {
   if (!store_) return;
   if (absl::Status s = store_->TouchSite(run_id_, site, images, connected); !s.ok())
@@ -27,11 +35,12 @@ absl::Status RoundRecorder::RoundStarted(int64_t round) {
   return store_->StartRound(run_id_, round);
 }
 
-absl::Status RoundRecorder::RoundClosed(int64_t round, const std::vector<SiteRoundMetrics>& sites,
-                                        bool completed, const std::string& checkpoint) {
+absl::Status RoundRecorder::RoundClosed(RoundClosing closing, bool completed) {
   if (!store_) return absl::OkStatus();
-  for (const SiteRoundMetrics& m : sites) RETURN_IF_ERROR(store_->RecordSiteMetrics(m));
-  return store_->FinishRound(run_id_, round, completed ? "completed" : "retried", checkpoint);
+  closing.run_id = run_id_;
+  closing.state = completed ? "completed" : "retried";
+  for (SiteRoundMetrics& m : closing.sites) m.run_id = run_id_;
+  return store_->CloseRound(closing);
 }
 
 absl::Status RoundRecorder::RunFinished() {

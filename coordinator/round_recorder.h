@@ -21,14 +21,17 @@ class RoundRecorder {
   // Opens the run's row; `settings_json` is what `splitfed status` shows of its options.
   static absl::StatusOr<RoundRecorder> Create(RunStore* store, const std::string& run_name,
                                               const std::string& settings_json);
+  // Takes up run `run_id` again (a restarted coordinator): it is "running" once more and
+  // counts one more resume.
+  static absl::StatusOr<RoundRecorder> Resume(RunStore* store, int64_t run_id);
 
   int64_t run_id() const { return run_id_; }
 
   void SiteSeen(const std::string& site, int64_t images, bool connected);
   absl::Status RoundStarted(int64_t round);
-  // Each participant's row, then the round's state ("completed" or "retried") and checkpoint.
-  absl::Status RoundClosed(int64_t round, const std::vector<SiteRoundMetrics>& sites,
-                           bool completed, const std::string& checkpoint);
+  // Each participant's row, the round's state ("completed" or "retried"), its model file and
+  // resume point, in one transaction. `closing`'s run id and state are filled in here.
+  absl::Status RoundClosed(RoundClosing closing, bool completed);
   absl::Status RunFinished();
   absl::Status RunStopped();
   // The run ends on `why`; recording that is tried, and `why` is returned whatever the store

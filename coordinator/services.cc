@@ -499,10 +499,16 @@ struct CoordinatorServer::Services {
           r->set_current_round(s_->coordinator->current_round());
           r->set_total_rounds(s_->coordinator->options().rounds);
         }
+        r->set_resumed(run.resumed);
         auto rounds = s_->store->Rounds(run.id);
         if (rounds.ok())
-          for (const RoundRecord& rr : *rounds) r->set_completed_rounds(
-              r->completed_rounds() + (rr.state == "completed" ? 1 : 0));
+          for (const RoundRecord& rr : *rounds) {
+            r->set_completed_rounds(r->completed_rounds() + (rr.state == "completed" ? 1 : 0));
+            v1::RoundStatus* round = r->add_rounds();
+            round->set_round(rr.round);
+            round->set_state(rr.state);
+            round->set_attempt(rr.attempt);
+          }
         auto sites = s_->store->Sites(run.id);
         auto metrics = s_->store->Metrics(run.id);
         if (!sites.ok()) continue;

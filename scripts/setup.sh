@@ -34,6 +34,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libpng-dev
+  # Operations tests: `promtool check metrics` (prometheus), the dashboard in headless
+  # chromium, and jq to read `splitfed status --json` in the shell tests.
+  prometheus chromium jq
 )
 
 missing=()

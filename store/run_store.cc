@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS runs (
   status TEXT NOT NULL DEFAULT 'running',
   config_json TEXT NOT NULL DEFAULT '{}',
   started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-  finished_at TEXT
+  finished_at TEXT,
+  resumed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rounds (
   run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -28,6 +29,9 @@ CREATE TABLE IF NOT EXISTS rounds (
   checkpoint_path TEXT NOT NULL DEFAULT '',
   started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   finished_at TEXT,
+  resume_path TEXT NOT NULL DEFAULT '',
+  resume_sha256 TEXT NOT NULL DEFAULT '',
+  resume_json TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (run_id, round)
 );
 CREATE TABLE IF NOT EXISTS sites (
@@ -126,13 +130,30 @@ RunStore::RunStore(sqlite3* db, std::string path) : db_(db), path_(std::move(pat
 RunStore::~RunStore() { sqlite3_close(db_); }
 
 // Stores written by earlier versions lack the columns added since; SQLite adds them in place
-// (NULL for the rows already there).
+// (their default, or NULL, for the rows already there).
 absl::Status RunStore::AddMissingColumns() {
-  Statement stmt(db_, "SELECT 1 FROM pragma_table_info('site_round_metrics') "
-                      "WHERE name = 'validation_loss'");
-  if (!stmt.ok()) return SqlError(db_, "reading the schema");
-  if (stmt.Step() == SQLITE_ROW) return absl::OkStatus();
-  return Exec("ALTER TABLE site_round_metrics ADD COLUMN validation_loss REAL");
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* definition;
+  };
+  static const Column kAdded[] = {
+      {"site_round_metrics", "validation_loss", "REAL"},
+      {"runs", "resumed", "INTEGER NOT NULL DEFAULT 0"},
+      {"rounds", "resume_path", "TEXT NOT NULL DEFAULT ''"},
+      {"rounds", "resume_sha256", "TEXT NOT NULL DEFAULT ''"},
+      {"rounds", "resume_json", "TEXT NOT NULL DEFAULT ''"},
+  };
+  for (const Column& c : kAdded) {
+    Statement stmt(db_, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?");
+    if (!stmt.ok()) return SqlError(db_, "reading the schema");
+    stmt.Bind(1, std::string(c.table));
+    stmt.Bind(2, std::string(c.name));
+    if (stmt.Step() == SQLITE_ROW) continue;
+    RETURN_IF_ERROR(Exec(absl::StrCat("ALTER TABLE ", c.table, " ADD COLUMN ", c.name, " ",
+                                      c.definition)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RunStore::Exec(const std::string& sql) {
@@ -165,6 +186,30 @@ absl::Status RunStore::FinishRun(int64_t run_id, const std::string& status) {
   return Run(db_, stmt, "finishing a run");
 }
 
+absl::StatusOr<std::optional<RunRecord>> RunStore::LatestRun(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement stmt(db_,
+                 "SELECT id, name, status, config_json, started_at, IFNULL(finished_at, ''), "
+                 "resumed FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1");
+  if (!stmt.ok()) return SqlError(db_, "finding a run");
+  stmt.Bind(1, name);
+  if (stmt.Step() != SQLITE_ROW) return std::optional<RunRecord>();
+  return RunRecord{stmt.Int(0),  stmt.Text(1), stmt.Text(2), stmt.Text(3),
+                   stmt.Text(4), stmt.Text(5), stmt.Int(6)};
+}
+
+absl::Status RunStore::ResumeRun(int64_t run_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement stmt(db_,
+                 "UPDATE runs SET status = 'running', finished_at = NULL, resumed = resumed + 1 "
+                 "WHERE id = ?");
+  stmt.Bind(1, run_id);
+  RETURN_IF_ERROR(Run(db_, stmt, "resuming a run"));
+  if (sqlite3_changes(db_) == 0)
+    return absl::NotFoundError(absl::StrCat("run store: no run ", run_id, " to resume"));
+  return absl::OkStatus();
+}
+
 absl::Status RunStore::StartRound(int64_t run_id, int64_t round) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement stmt(db_,
@@ -180,18 +225,48 @@ absl::Status RunStore::StartRound(int64_t run_id, int64_t round) {
 absl::Status RunStore::FinishRound(int64_t run_id, int64_t round, const std::string& state,
                                    const std::string& checkpoint_path) {
   std::lock_guard<std::mutex> lock(mutex_);
+  RoundClosing closing;
+  closing.run_id = run_id;
+  closing.round = round;
+  closing.state = state;
+  closing.checkpoint_path = checkpoint_path;
+  return FinishRoundLocked(closing);
+}
+
+absl::Status RunStore::FinishRoundLocked(const RoundClosing& c) {
   Statement stmt(db_,
-                 "UPDATE rounds SET state = ?, checkpoint_path = ?, "
+                 "UPDATE rounds SET state = ?, checkpoint_path = ?, resume_path = ?, "
+                 "resume_sha256 = ?, resume_json = ?, "
                  "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                  "WHERE run_id = ? AND round = ?");
-  stmt.Bind(1, state);
-  stmt.Bind(2, checkpoint_path);
-  stmt.Bind(3, run_id);
-  stmt.Bind(4, round);
+  stmt.Bind(1, c.state);
+  stmt.Bind(2, c.checkpoint_path);
+  stmt.Bind(3, c.resume_path);
+  stmt.Bind(4, c.resume_sha256);
+  stmt.Bind(5, c.resume_json);
+  stmt.Bind(6, c.run_id);
+  stmt.Bind(7, c.round);
   RETURN_IF_ERROR(Run(db_, stmt, "finishing a round"));
   if (sqlite3_changes(db_) == 0)
     return absl::NotFoundError(
-        absl::StrCat("run store: run ", run_id, " has no round ", round, " to finish"));
+        absl::StrCat("run store: run ", c.run_id, " has no round ", c.round, " to finish"));
+  return absl::OkStatus();
+}
+
+absl::Status RunStore::CloseRound(const RoundClosing& closing) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = absl::OkStatus();
+  for (const SiteRoundMetrics& m : closing.sites) {
+    s = RecordSiteMetricsLocked(m);
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = FinishRoundLocked(closing);
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();  // nothing of the round is kept
+    return s;
+  }
   return absl::OkStatus();
 }
 
@@ -212,6 +287,10 @@ absl::Status RunStore::TouchSite(int64_t run_id, const std::string& site, int64_
 
 absl::Status RunStore::RecordSiteMetrics(const SiteRoundMetrics& m) {
   std::lock_guard<std::mutex> lock(mutex_);
+  return RecordSiteMetricsLocked(m);
+}
+
+absl::Status RunStore::RecordSiteMetricsLocked(const SiteRoundMetrics& m) {
   Statement stmt(db_,
                  "INSERT OR REPLACE INTO site_round_metrics (run_id, round, site, included, "
                  "train_loss, validation_dice, reliability, aggregation_weight, bytes_in, "
@@ -234,13 +313,13 @@ absl::Status RunStore::RecordSiteMetrics(const SiteRoundMetrics& m) {
 absl::StatusOr<std::vector<RunRecord>> RunStore::Runs() {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement stmt(db_,
-                 "SELECT id, name, status, config_json, started_at, IFNULL(finished_at, '') "
-                 "FROM runs ORDER BY id");
+                 "SELECT id, name, status, config_json, started_at, IFNULL(finished_at, ''), "
+                 "resumed FROM runs ORDER BY id");
   if (!stmt.ok()) return SqlError(db_, "listing runs");
   std::vector<RunRecord> out;
   while (stmt.Step() == SQLITE_ROW)
     out.push_back({stmt.Int(0), stmt.Text(1), stmt.Text(2), stmt.Text(3), stmt.Text(4),
-                   stmt.Text(5)});
+                   stmt.Text(5), stmt.Int(6)});
   return out;
 }
 
@@ -248,13 +327,14 @@ absl::StatusOr<std::vector<RoundRecord>> RunStore::Rounds(int64_t run_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement stmt(db_,
                  "SELECT run_id, round, state, attempt, checkpoint_path, started_at, "
-                 "IFNULL(finished_at, '') FROM rounds WHERE run_id = ? ORDER BY round");
+                 "IFNULL(finished_at, ''), resume_path, resume_sha256, resume_json "
+                 "FROM rounds WHERE run_id = ? ORDER BY round");
   if (!stmt.ok()) return SqlError(db_, "listing rounds");
   stmt.Bind(1, run_id);
   std::vector<RoundRecord> out;
   while (stmt.Step() == SQLITE_ROW)
     out.push_back({stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Int(3), stmt.Text(4),
-                   stmt.Text(5), stmt.Text(6)});
+                   stmt.Text(5), stmt.Text(6), stmt.Text(7), stmt.Text(8), stmt.Text(9)});
   return out;
 }
 

@@ -22,6 +22,7 @@ struct RunRecord {
   std::string config_json;
   std::string started_at;  // UTC, ISO 8601
   std::string finished_at;
+  int64_t resumed = 0;  // how many times a coordinator took the run up again after it stopped
 };
 
 struct RoundRecord {
@@ -32,6 +33,11 @@ struct RoundRecord {
   std::string checkpoint_path;
   std::string started_at;
   std::string finished_at;
+  // A completed round's resume point: the coordinator's state file, its SHA-256, and the
+  // scalar state beside it (JSON). Empty for other rounds and for runs without checkpoints.
+  std::string resume_path;
+  std::string resume_sha256;
+  std::string resume_json;
 };
 
 struct SiteRecord {
@@ -59,6 +65,19 @@ struct SiteRoundMetrics {
   std::string note;                          // why a site was left out
 };
 
+// What closing a round writes, all in one transaction: each participant's row, the round's
+// state ("completed" or "retried") with its model file and resume point.
+struct RoundClosing {
+  int64_t run_id = 0;
+  int64_t round = 0;
+  std::string state;
+  std::string checkpoint_path;
+  std::string resume_path;
+  std::string resume_sha256;
+  std::string resume_json;
+  std::vector<SiteRoundMetrics> sites;
+};
+
 class RunStore {
  public:
   // Opens (creating if needed) the database at `path`; ":memory:" for a private one.
@@ -69,6 +88,10 @@ class RunStore {
 
   absl::StatusOr<int64_t> CreateRun(const std::string& name, const std::string& config_json);
   absl::Status FinishRun(int64_t run_id, const std::string& status);
+  // The newest run called `name`, if any.
+  absl::StatusOr<std::optional<RunRecord>> LatestRun(const std::string& name);
+  // A stopped or crashed run is taken up again: "running" once more, its resume count + 1.
+  absl::Status ResumeRun(int64_t run_id);
 
   // A round starts (or restarts, incrementing its attempt) and later completes or is retried.
   absl::Status StartRound(int64_t run_id, int64_t round);
@@ -78,6 +101,9 @@ class RunStore {
   // Records that a site was seen now, with its image count and connection state.
   absl::Status TouchSite(int64_t run_id, const std::string& site, int64_t images, bool connected);
   absl::Status RecordSiteMetrics(const SiteRoundMetrics& metrics);  // replaces (run, round, site)
+  // Either everything of `closing` is written or nothing is (a crash in between leaves the
+  // round as it was: "training").
+  absl::Status CloseRound(const RoundClosing& closing);
 
   absl::StatusOr<std::vector<RunRecord>> Runs();
   absl::StatusOr<std::vector<RoundRecord>> Rounds(int64_t run_id);
@@ -88,6 +114,9 @@ class RunStore {
   RunStore(sqlite3* db, std::string path);
   absl::Status Exec(const std::string& sql);
   absl::Status AddMissingColumns();
+  // The writes behind the public calls, with `mutex_` held.
+  absl::Status RecordSiteMetricsLocked(const SiteRoundMetrics& metrics);
+  absl::Status FinishRoundLocked(const RoundClosing& closing);
 
   sqlite3* db_;
   std::string path_;

@@ -980,7 +980,9 @@ TEST(RoundRecorder, HistoryFailuresFailTheRunLivenessFailuresDoNot) {
 
   recorder->SiteSeen("a", 10, false);  // logged; nothing to assert but that it returns
   EXPECT_FALSE(recorder->RoundStarted(2).ok()) << "a round the store cannot record fails";
-  EXPECT_FALSE(recorder->RoundClosed(2, {}, true, "").ok());
+  RoundClosing round2;
+  round2.round = 2;
+  EXPECT_FALSE(recorder->RoundClosed(round2, true).ok());
   EXPECT_FALSE(recorder->RunFinished().ok());
   const absl::Status why = absl::InternalError("the aggregation failed");
   EXPECT_EQ(recorder->RunFailed(why), why) << "the run's own error wins over the store's";
@@ -989,9 +991,147 @@ TEST(RoundRecorder, HistoryFailuresFailTheRunLivenessFailuresDoNot) {
   RoundRecorder none;
   none.SiteSeen("a", 1, true);
   EXPECT_TRUE(none.RoundStarted(1).ok());
-  EXPECT_TRUE(none.RoundClosed(1, {}, true, "").ok());
+  EXPECT_TRUE(none.RoundClosed(RoundClosing(), true).ok());
   EXPECT_TRUE(none.RunFinished().ok());
   EXPECT_EQ(none.RunFailed(why), why);
+}
+
+// A site's part of a round without training: it sends the global parts back, moved by `shift`
+// so that each round leaves a model of its own.
+absl::Status SubmitShifted(Coordinator& c, const std::string& site, const RoundTicket& t,
+                           double shift) {
+  SiteSubmission s;
+  s.round = t.round;
+  s.num_images = 10;
+  for (const auto& [name, tensor] : t.client_state)
+    s.client_state[name] = tensor.is_floating_point() ? tensor + shift : tensor.clone();
+  return c.Submit(site, std::move(s));
+}
+
+// A coordinator stopped after round 1 (status "stopped", as after a kill) is taken up by the
+// next one on the same store: same run, the round-1 model and loss weights, round 2 next; an
+// update for round 1 is refused as stale; a changed learning rate and a damaged resume file
+// are refused with their own errors; --new-run starts afresh.
+TEST(CoordinatorResume, TakesUpTheRunFromItsLastCompletedRound) {
+  ScratchDir dir;
+  RunOptions o = SmallRun({"a"}, 3);
+  o.method.kind = MethodKind::kColearning;  // learned loss weights and a teacher to carry over
+  o.checkpoint_dir = (dir.path / "checkpoints").string();
+  o.resume = true;
+  auto store = RunStore::Open((dir.path / "run.db").string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  NamedTensors after_round_1;
+  int64_t run_id = 0;
+  {
+    auto c = Coordinator::Create(o, store->get());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_FALSE((*c)->resumed());
+    run_id = (*c)->run_id();
+    ASSERT_TRUE((*c)->Join("a", 10).ok());
+    auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
+    absl::StatusOr<RoundTicket> t1 = WaitForTicket(**c, "a");
+    ASSERT_TRUE(t1.ok()) << t1.status();
+    ASSERT_TRUE(SubmitShifted(**c, "a", *t1, 0.25).ok());
+    absl::StatusOr<RoundTicket> t2 = WaitForTicket(**c, "a");  // round 2 is open
+    ASSERT_TRUE(t2.ok()) << t2.status();
+    ASSERT_EQ(t2->round, 2);
+    after_round_1 = t2->client_state;
+    (*c)->Stop();
+    ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+    ASSERT_TRUE(run.get().ok());
+  }
+  ASSERT_EQ((*(*store)->Runs())[0].status, "stopped");
+
+  RunOptions changed = o;
+  changed.learning_rate = 0.5;
+  const auto refused = Coordinator::Create(changed, store->get());
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("run.learning_rate is 0.5 in this configuration"),
+            std::string::npos)
+      << refused.status();
+
+  auto c = Coordinator::Create(o, store->get());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->resumed());
+  EXPECT_EQ((*c)->resumed_after_round(), 1);
+  EXPECT_EQ((*c)->run_id(), run_id);
+  ASSERT_TRUE((*c)->Join("a", 10).ok());
+  auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
+  absl::StatusOr<RoundTicket> t2 = WaitForTicket(**c, "a");
+  ASSERT_TRUE(t2.ok()) << t2.status();
+  EXPECT_EQ(t2->round, 2);
+  ASSERT_EQ(t2->client_state.size(), after_round_1.size());
+  for (const auto& [name, t] : after_round_1)
+    EXPECT_TRUE(torch::equal(t2->client_state.at(name), t)) << name << " differs after resuming";
+  EXPECT_TRUE(after_round_1.count(kLossLogVariances));
+
+  RoundTicket stale = *t2;
+  stale.round = 1;
+  const absl::Status late = SubmitShifted(**c, "a", stale, 0.5);
+  EXPECT_TRUE(absl::IsAborted(late)) << late;
+  EXPECT_NE(late.message().find("stale update: round 1 is already over"), std::string::npos)
+      << late;
+  ASSERT_TRUE(SubmitShifted(**c, "a", *t2, 0.25).ok());
+  absl::StatusOr<RoundTicket> t3 = WaitForTicket(**c, "a");
+  ASSERT_TRUE(t3.ok()) << t3.status();
+  ASSERT_TRUE(SubmitShifted(**c, "a", *t3, 0.25).ok());
+  ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+  ASSERT_TRUE(run.get().ok());
+  c->reset();
+
+  const auto runs = *(*store)->Runs();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].status, "finished");
+  EXPECT_EQ(runs[0].resumed, 1);
+  const auto rounds = *(*store)->Rounds(run_id);
+  ASSERT_EQ(rounds.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(rounds[k].round, k + 1);
+    EXPECT_EQ(rounds[k].state, "completed");
+    EXPECT_EQ(rounds[k].attempt, k == 1 ? 2 : 1) << "round " << k + 1;
+  }
+
+  // A finished run is not taken up again: a new one starts.
+  auto next = Coordinator::Create(o, store->get());
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_FALSE((*next)->resumed());
+  EXPECT_NE((*next)->run_id(), run_id);
+}
+
+TEST(CoordinatorResume, ADamagedResumeFileIsDataLossNeverARestartFromRoundOne) {
+  ScratchDir dir;
+  RunOptions o = SmallRun({"a"}, 2);
+  o.checkpoint_dir = (dir.path / "checkpoints").string();
+  o.resume = true;
+  auto store = RunStore::Open((dir.path / "run.db").string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  {
+    auto c = Coordinator::Create(o, store->get());
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Join("a", 10).ok());
+    auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
+    absl::StatusOr<RoundTicket> t1 = WaitForTicket(**c, "a");
+    ASSERT_TRUE(t1.ok()) << t1.status();
+    ASSERT_TRUE(SubmitShifted(**c, "a", *t1, 0.25).ok());
+    ASSERT_TRUE(WaitForTicket(**c, "a").ok());
+    (*c)->Stop();
+    ASSERT_EQ(run.wait_for(30s), std::future_status::ready);
+  }
+  const fs::path state = fs::path(o.checkpoint_dir) / "resume" / "round-1.state";
+  ASSERT_TRUE(fs::exists(state));
+  { std::ofstream(state, std::ios::app) << "x"; }
+  auto damaged = Coordinator::Create(o, store->get());
+  EXPECT_TRUE(absl::IsDataLoss(damaged.status())) << damaged.status();
+  EXPECT_NE(damaged.status().message().find("the resume state is corrupt"), std::string::npos);
+  fs::remove(state);
+  auto missing = Coordinator::Create(o, store->get());
+  EXPECT_TRUE(absl::IsDataLoss(missing.status())) << missing.status();
+  EXPECT_NE(missing.status().message().find("the resume state is missing"), std::string::npos);
+  // --new-run: the broken run stays as it is and a new one starts from round 1.
+  o.resume = false;
+  auto fresh = Coordinator::Create(o, store->get());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_FALSE((*fresh)->resumed());
 }
 
 }  // namespace

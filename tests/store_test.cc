@@ -104,6 +104,39 @@ TEST_F(RunStoreTest, ARetriedRoundCountsItsAttempts) {
   EXPECT_EQ(store->FinishRound(run, 4, "completed", "").code(), absl::StatusCode::kNotFound);
 }
 
+// Closing a round writes its metrics, state and resume point together, or none of them.
+TEST_F(RunStoreTest, ClosingARoundIsAllOrNothing) {
+  auto store = *RunStore::Open(path_.string());
+  const int64_t run = *store->CreateRun("r", "{}");
+  RoundClosing closing;
+  closing.run_id = run;
+  closing.round = 1;
+  closing.state = "completed";
+  closing.resume_path = "/ckpt/resume/round-1.state";
+  closing.resume_sha256 = "ab12";
+  closing.resume_json = "{}";
+  SiteRoundMetrics m;
+  m.run_id = run;
+  m.round = 1;
+  m.site = "a";
+  closing.sites = {m};
+  // Round 1 never started: the round's row is missing, so its metrics must not stay either.
+  EXPECT_EQ(store->CloseRound(closing).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->Metrics(run)->empty());
+  ASSERT_TRUE(store->StartRound(run, 1).ok());
+  ASSERT_TRUE(store->CloseRound(closing).ok());
+  EXPECT_EQ(store->Metrics(run)->size(), 1u);
+  const auto rounds = *store->Rounds(run);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].state, "completed");
+  EXPECT_EQ(rounds[0].resume_path, "/ckpt/resume/round-1.state");
+  EXPECT_EQ(rounds[0].resume_sha256, "ab12");
+  ASSERT_TRUE(store->ResumeRun(run).ok());
+  ASSERT_TRUE(store->ResumeRun(run).ok());
+  EXPECT_EQ((*store->LatestRun("r"))->resumed, 2);
+  EXPECT_FALSE(store->LatestRun("nobody")->has_value());
+}
+
 // A store written before site_round_metrics had validation_loss is upgraded in place: its
 // rows stay, with the new column NULL, and new rows carry the value.
 TEST_F(RunStoreTest, AnOlderStoreGainsTheValidationLossColumn) {
