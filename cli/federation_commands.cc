@@ -21,6 +21,7 @@
 #include "config/toml_reader.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
+#include "monitor/monitor_server.h"
 #include "datasets/folder_dataset.h"
 #include "datasets/phantom.h"
 #include "proto/state_codec.h"
@@ -43,7 +44,7 @@ void InitLogging() {
 // ---- coordinator ---------------------------------------------------------------------------
 
 struct CoordinatorFlags {
-  std::string config, listen, db, checkpoints, sites, split, encoding, mode, method;
+  std::string config, listen, db, checkpoints, sites, split, encoding, mode, method, monitor;
   int64_t rounds = -1, min_sites = -1, local_epochs = -1, image_size = -1, batch_size = -1;
   double deadline = -1, learning_rate = -1;
   int64_t seed = -1;
@@ -79,6 +80,7 @@ struct CoordinatorFile {
   std::string listen = "127.0.0.1:50051";
   std::string database = "coordinator.db";
   std::string encoding = "fp32", mode = "sflv1", split = "deep";
+  std::string monitor_listen;  // [monitor] listen; empty: no HTTP port at all
   TlsPaths tls;
 };
 
@@ -96,7 +98,10 @@ CoordinatorFile ReadCoordinatorFile(const std::string& path) {
   TomlTable run = Unwrap(top.Table("run"));
   TomlTable method = Unwrap(top.Table("method"));
   TomlTable model = Unwrap(top.Table("model"));
+  TomlTable monitor = Unwrap(top.Table("monitor"));
   Check(top.RejectUnknown());
+  Check(monitor.String("listen", &c.monitor_listen));
+  Check(monitor.RejectUnknown());
 
   o.run_name = "run";
   o.rounds = 5;
@@ -177,6 +182,20 @@ void RunCoordinator(const CoordinatorFlags& f) {
   std::unique_ptr<Coordinator> coordinator = Unwrap(Coordinator::Create(o, store.get()));
   std::unique_ptr<CoordinatorServer> server =
       Unwrap(CoordinatorServer::Start(coordinator.get(), store.get(), listen, tls));
+  // /metrics and the dashboard: only when asked for, each dashboard visit with the token.
+  std::unique_ptr<MonitorServer> monitor;
+  const std::string monitor_listen = f.monitor.empty() ? file.monitor_listen : f.monitor;
+  if (!monitor_listen.empty()) {
+    const std::string token = NewAccessToken();
+    monitor = Unwrap(MonitorServer::Start(
+        monitor_listen, [&coordinator] { return coordinator->Snapshot(); }, token));
+    std::string host;
+    int unused = 0;
+    Check(SplitHostPort(monitor_listen, &host, &unused));
+    std::printf("coordinator: metrics at http://%s:%d/metrics, dashboard at "
+                "http://%s:%d/?token=%s\n",
+                host.c_str(), monitor->port(), host.c_str(), monitor->port(), token.c_str());
+  }
   if (coordinator->resumed())
     std::printf("coordinator: resuming run %ld after round %ld\n",
                 static_cast<long>(coordinator->run_id()),
@@ -193,6 +212,7 @@ void RunCoordinator(const CoordinatorFlags& f) {
   // Let the sites hear that the run is over before the server goes away.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   server->Shutdown();
+  if (monitor) monitor->Stop();
   Check(result);
   std::printf("coordinator: run %ld done; final model %s\n",
               static_cast<long>(coordinator->run_id()),
@@ -407,6 +427,9 @@ void AddFederationCommands(CLI::App& app) {
   c->add_option("--checkpoints", cf->checkpoints, "Folder for per-round and final models");
   c->add_option("--threads", cf->threads, "Torch threads (0: default)");
   c->add_flag("--insecure", cf->insecure, "No TLS (loopback experiments only; warns)");
+  c->add_option("--monitor", cf->monitor,
+                 "Serve /metrics and the dashboard on IP:PORT, e.g. 127.0.0.1:9464 "
+                 "(overrides [monitor] listen; off unless set)");
   c->add_flag("--new-run", cf->new_run,
               "Start a new run even if the store holds an unfinished one of this name "
               "(default: resume it from its last completed round)");

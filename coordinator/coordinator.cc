@@ -226,10 +226,85 @@ absl::Status Coordinator::ResumeRun(RunStore* store, const RunRecord& run) {
   }
   ASSIGN_OR_RETURN(recorder_, RoundRecorder::Resume(store, run.id));
   resumed_ = true;
+  resumes_ = run.resumed + 1;
+  LoadHistory(store, run.id);
   resumed_after_round_ = last_completed_round_;
   LOG(INFO) << "event=run_resumed run=" << run.id << " was=" << run.status
             << " completed_rounds=" << last_completed_round_;
   return absl::OkStatus();
+}
+
+void Coordinator::LoadHistory(RunStore* store, int64_t run_id) {
+  absl::StatusOr<std::vector<SiteRoundMetrics>> rows = store->Metrics(run_id);
+  if (!rows.ok()) return;  // the plots start at the resume; nothing else depends on them
+  std::map<int64_t, RoundPoint> rounds;
+  for (const SiteRoundMetrics& m : *rows) {
+    if (m.round > last_completed_round_) continue;
+    RoundPoint& p = rounds[m.round];
+    p.round = m.round;
+    p.bytes += m.bytes_in + m.bytes_out;
+    if (!m.included) continue;
+    ++p.sites_included;
+    p.mean_validation_dice += m.validation_dice.value_or(0);
+    p.mean_train_loss += m.train_loss.value_or(0);
+  }
+  for (auto& [round, p] : rounds) {
+    if (p.sites_included > 0) {
+      p.mean_validation_dice /= p.sites_included;
+      p.mean_train_loss /= p.sites_included;
+    }
+    history_.push_back(p);
+  }
+}
+
+MonitorSnapshot Coordinator::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  MonitorSnapshot s;
+  s.run_id = run_id();
+  s.run_name = options_.run_name;
+  s.method = options_.method.name();
+  s.mode = SplitModeName(options_.mode);
+  s.state = run_state_;
+  s.current_round = round_;
+  s.rounds_planned = options_.rounds;
+  s.rounds_completed = last_completed_round_;
+  s.resumes = resumes_;
+  s.stale_updates_total = stale_updates_;
+  s.round_duration_seconds_sum = round_seconds_sum_;
+  s.round_duration_count = round_seconds_count_;
+  s.sites_enrolled = static_cast<int64_t>(options_.enrolled_sites.size());
+  s.history = history_;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> names = options_.enrolled_sites;
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    SiteSnapshot x;
+    x.name = name;
+    if (auto it = sites_.find(name); it != sites_.end()) {
+      const SiteState& st = it->second;
+      x.joined = st.joined;
+      x.connected = st.connected;
+      if (st.last_seen)
+        x.last_seen_age_seconds = std::chrono::duration<double>(now - *st.last_seen).count();
+      x.images = st.num_images;
+      x.bytes_received_total = st.bytes_in_total;
+      x.bytes_sent_total = st.bytes_out_total;
+      x.rounds_included = st.rounds_included;
+      x.failures_total = st.failures_total;
+      x.train_loss = st.train_loss;
+      x.validation_dice = st.validation_dice;
+      x.reliability = st.reliability;
+      x.aggregation_weight = st.aggregation_weight;
+    }
+    s.sites.push_back(std::move(x));
+  }
+  return s;
+}
+
+absl::Status Coordinator::EndRun(const std::string& state, absl::Status result) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  run_state_ = state;
+  return result;
 }
 
 NamedTensors Coordinator::ResumeTensorsLocked() {
@@ -306,6 +381,8 @@ absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
   SiteState& s = sites_[site];
   if (num_images > 0) s.num_images = num_images;
   s.connected = true;
+  s.joined = true;
+  s.last_seen = std::chrono::steady_clock::now();
   lock.unlock();
   recorder_.SiteSeen(site, num_images, true);
   return absl::OkStatus();
@@ -348,6 +425,7 @@ absl::StatusOr<std::optional<RoundTicket>> Coordinator::PollRoundLocked(
   if (it == sites_.end())
     // NOT_FOUND tells the site to join again (e.g. the coordinator restarted under it).
     return absl::NotFoundError(absl::StrCat("site '", site, "' has not joined"));
+  it->second.last_seen = std::chrono::steady_clock::now();
   if (!it->second.waiting || !it->second.connected) {
     it->second.waiting = true;  // the Run() thread counts the waiting sites to open a round
     it->second.connected = true;
@@ -389,10 +467,12 @@ absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActivePar
   std::lock_guard<std::mutex> lock(mutex_);
   // ABORTED: the message belongs to a round that is no longer (or not yet) this site's; the
   // site drops the round and waits for the next one.
-  if (round <= last_completed_round_)
+  if (round <= last_completed_round_) {
+    ++stale_updates_;
     return absl::AbortedError(absl::StrCat(
         "stale update: round ", round, " is already over (", last_completed_round_,
         " rounds completed); the site drops it and takes part in the next round"));
+  }
   if (round_ == 0 || round != round_)
     return absl::AbortedError(absl::StrCat(
         "round ", round, " is not open (", round_ ? absl::StrCat("round ", round_, " is") :
@@ -637,6 +717,9 @@ void Coordinator::CountBytes(const std::string& site, int64_t bytes_in, int64_t 
   if (it == sites_.end()) return;
   it->second.bytes_in += bytes_in;
   it->second.bytes_out += bytes_out;
+  it->second.bytes_in_total += bytes_in;
+  it->second.bytes_out_total += bytes_out;
+  it->second.last_seen = std::chrono::steady_clock::now();
 }
 
 void Coordinator::Heartbeat(const std::string& site) {
@@ -646,6 +729,7 @@ void Coordinator::Heartbeat(const std::string& site) {
     auto it = sites_.find(site);
     if (it == sites_.end()) return;
     it->second.connected = true;
+    it->second.last_seen = std::chrono::steady_clock::now();
     images = it->second.num_images;
   }
   recorder_.SiteSeen(site, images, true);
@@ -676,23 +760,26 @@ absl::Status Coordinator::Run() {
   for (int64_t round = last_completed_round_ + 1; round <= options_.rounds; ++round) {
     bool completed = false;
     while (!completed) {
-      if (auto s = RunRound(round, &completed); !s.ok()) return recorder_.RunFailed(s);
-      std::lock_guard<std::mutex> lock(mutex_);
+      if (auto s = RunRound(round, &completed); !s.ok())
+        return EndRun("failed", recorder_.RunFailed(s));
+      std::unique_lock<std::mutex> lock(mutex_);
       if (stopping_) {
         finished_ = true;
         NotifyChangedLocked();
-        return recorder_.RunStopped();
+        lock.unlock();
+        return EndRun("stopped", recorder_.RunStopped());
       }
     }
   }
   if (auto saved = checkpointer_.SaveFinal(global_); !saved.ok())
-    return recorder_.RunFailed(saved.status());
+    return EndRun("failed", recorder_.RunFailed(saved.status()));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     finished_ = true;
     NotifyChangedLocked();
   }
-  return recorder_.RunFinished();
+  absl::Status recorded = recorder_.RunFinished();
+  return EndRun(recorded.ok() ? "finished" : "failed", recorded);
 }
 
 absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
@@ -713,16 +800,18 @@ absl::Status Coordinator::RunRound(int64_t round, bool* completed) {
     ASSIGN_OR_RETURN(closing.checkpoint_path, checkpointer_.SaveRound(round, global_));
     // The resume state is on disk before the store's row that names it commits: a crash in
     // between leaves the round "training" and the coordinator resumes from the round before.
-    NamedTensors state;
-    {
-      std::lock_guard<std::mutex> relock(mutex_);
-      state = ResumeTensorsLocked();
-      closing.resume_json = ResumeScalarsLocked();
+    if (options_.write_resume_state) {
+      NamedTensors state;
+      {
+        std::lock_guard<std::mutex> relock(mutex_);
+        state = ResumeTensorsLocked();
+        closing.resume_json = ResumeScalarsLocked();
+      }
+      ASSIGN_OR_RETURN(const Checkpointer::SavedState saved,
+                       checkpointer_.SaveResumeState(round, state));
+      closing.resume_path = saved.path;
+      closing.resume_sha256 = saved.sha256;
     }
-    ASSIGN_OR_RETURN(const Checkpointer::SavedState saved,
-                     checkpointer_.SaveResumeState(round, state));
-    closing.resume_path = saved.path;
-    closing.resume_sha256 = saved.sha256;
   }
   RETURN_IF_ERROR(RecordRound(round, closed, weights, enough, std::move(closing)));
   if (enough) {
@@ -791,6 +880,8 @@ absl::StatusOr<std::chrono::steady_clock::time_point> Coordinator::OpenRoundLock
   RETURN_IF_ERROR(recorder_.RoundStarted(round));
   UpdateTeacherLocked();
   round_ = round;
+  run_state_ = "training";
+  round_opened_at_ = std::chrono::steady_clock::now();
   deadline_unix_ms_ =
       NowUnixMs() + static_cast<int64_t>(options_.round_deadline_seconds * 1000);
   const auto deadline = std::chrono::steady_clock::now() +
@@ -814,6 +905,7 @@ Coordinator::ClosedRound Coordinator::CollectSubmissions(
   // Close the round; work queued before this still runs, so no caller is left waiting, and a
   // site parked for its SFLV2 turn hears that the round is over.
   round_ = 0;
+  run_state_ = "waiting";
   NotifyChangedLocked();
   RunQueuedTensorWork(lock);
   ClosedRound closed;
@@ -924,6 +1016,40 @@ absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
     if (p->submitted) recorder_.SiteSeen(name, p->submission.num_images, true);
   closing.round = round;
   closing.sites = RoundMetrics(round, closed, weights, completed);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    RoundPoint point;
+    point.round = round;
+    for (const SiteRoundMetrics& m : closing.sites) {
+      SiteState& site = sites_[m.site];
+      point.bytes += m.bytes_in + m.bytes_out;
+      if (!m.train_loss) {  // did not submit: left out
+        ++site.failures_total;
+        continue;
+      }
+      site.train_loss = m.train_loss;
+      site.validation_dice = m.validation_dice;
+      site.reliability = m.reliability;
+      if (!m.included) continue;
+      site.aggregation_weight = m.aggregation_weight;
+      ++site.rounds_included;
+      ++point.sites_included;
+      point.mean_validation_dice += *m.validation_dice;
+      point.mean_train_loss += *m.train_loss;
+    }
+    if (completed) {
+      point.duration_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - round_opened_at_)
+              .count();
+      round_seconds_sum_ += point.duration_seconds;
+      ++round_seconds_count_;
+      if (point.sites_included > 0) {
+        point.mean_validation_dice /= point.sites_included;
+        point.mean_train_loss /= point.sites_included;
+      }
+      history_.push_back(point);
+    }
+  }
   return recorder_.RoundClosed(std::move(closing), completed);
 }
 

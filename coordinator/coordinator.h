@@ -21,6 +21,7 @@
 #include "colearning/method.h"
 #include "coordinator/checkpointer.h"
 #include "coordinator/round_recorder.h"
+#include "monitor/snapshot.h"
 #include "proto/tensor_codec.h"
 #include "split/model_state.h"
 #include "split/trainer.h"
@@ -61,6 +62,9 @@ struct RunOptions {
   // Take up the newest run called run_name in the store if it did not finish (a restarted
   // coordinator), from its last completed round; false always starts a new run.
   bool resume = false;
+  // Write each completed round's resume file (checkpointer.h). The simulator turns it off: it
+  // reruns an interrupted run whole, so the files would only cost time and disk.
+  bool write_resume_state = true;
 
   absl::Status Validate() const;
   // The options that decide what the run computes, by their coordinator.toml names, as a
@@ -169,6 +173,9 @@ class Coordinator {
   absl::Status Run();
   void Stop();
 
+  // What /metrics and the dashboard show: the run's state, rounds and every enrolled site.
+  MonitorSnapshot Snapshot() const;
+
   // The global model as it stands (front, body and back), e.g. for the final model file.
   SplitModel GlobalModel();
   // FedNoRo: the sites judged noisy after the warm-up (empty before, and for other methods).
@@ -195,6 +202,12 @@ class Coordinator {
     bool connected = false;
     int64_t bytes_in = 0;   // this round
     int64_t bytes_out = 0;  // this round
+    // For the monitor: over the run (since this coordinator started).
+    bool joined = false;
+    std::optional<std::chrono::steady_clock::time_point> last_seen;
+    int64_t bytes_in_total = 0, bytes_out_total = 0;
+    int64_t rounds_included = 0, failures_total = 0;
+    std::optional<double> train_loss, validation_dice, reliability, aggregation_weight;
   };
   struct Participant {
     // The site's body copy for this round (SFLV1), or the one shared body (SFLV2).
@@ -292,6 +305,18 @@ class Coordinator {
   int64_t last_completed_round_ = 0;
   bool resumed_ = false;
   int64_t resumed_after_round_ = 0;
+  // For the monitor; `mutex_` held.
+  std::string run_state_ = "waiting";
+  int64_t resumes_ = 0;
+  int64_t stale_updates_ = 0;
+  std::chrono::steady_clock::time_point round_opened_at_;
+  double round_seconds_sum_ = 0;
+  int64_t round_seconds_count_ = 0;
+  std::vector<RoundPoint> history_;
+  // Records the run's end state for the monitor, then returns `result` (Run()'s exits).
+  absl::Status EndRun(const std::string& state, absl::Status result);
+  // The history of the rounds a resumed run completed before, from the store's metrics.
+  void LoadHistory(RunStore* store, int64_t run_id);
   int64_t deadline_unix_ms_ = 0;
   std::map<std::string, SiteState> sites_;
   std::map<std::string, std::shared_ptr<Participant>> participants_;

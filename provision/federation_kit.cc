@@ -60,7 +60,10 @@ std::string CoordinatorToml(const KitOptions& o) {
       "# The run store (SQLite) and the folder for per-round checkpoints.\n",
       "database = \"coordinator.db\"\n", "checkpoints = \"checkpoints\"\n",
       "# Only these certificate names may join.\n", "enrolled_sites = ", TomlList(o.sites),
-      "\n\n", TlsSection("coordinator"));
+      "\n\n", TlsSection("coordinator"),
+      "\n# /metrics (Prometheus) and the dashboard (its URL with an access token is printed at\n"
+      "# start). Off unless a listen address is given; keep it on loopback or a monitoring\n"
+      "# network.\n# [monitor]\n# listen = \"127.0.0.1:9464\"\n");
 }
 
 std::string ClientToml(const KitOptions& o, const std::string& stem, const std::string& comment) {

@@ -67,6 +67,7 @@ absl::StatusOr<RunOptions> CoordinatorOptions(const ExperimentConfig& c, const P
   o.enrolled_sites = c.SiteNames();
   o.checkpoint_dir = (fs::path(c.out_dir) / "models" / slug).string();
   o.checkpoint_every_round = false;
+  o.write_resume_state = false;  // an interrupted experiment reruns its unfinished runs whole
   return o;
 }
 
