@@ -276,6 +276,7 @@ TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
       return SiteClient(o).Run();
     }));
   ExpectRunFinishes(120s);
+  ASSERT_EQ(sites.size(), 2u) << "both sites must have run, or the comparison proves nothing";
   for (auto& f : sites) ASSERT_TRUE(f.get().ok());
   SplitModel networked = coordinator_->GlobalModel();
 
@@ -560,11 +561,26 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
 }
 
 TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
-  StartCoordinator(SmallRun({"a", "b"}, 1));
-  SiteClientOptions o = SiteOptions("a", Phantoms(41, 12));
+  // min_sites = 2 and one site: the round never opens, so only heartbeats keep it "seen".
+  ASSERT_NO_FATAL_FAILURE(StartInProcessCoordinator(SmallRun({"a", "b"}, 1)));
+  run_ = std::async(std::launch::async, [this] { return coordinator_->Run(); });
+  SendRecorder::Log sent;
+  std::mutex sent_mutex;
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> rec;
+  rec.push_back(std::make_unique<SendRecorderFactory>(&sent, &sent_mutex));
+  SiteClientOptions o;
+  o.channel = server_->InProcessChannel(std::move(rec));
+  o.insecure_site_name = "a";
+  o.load_data = Phantoms(41, 12);
   o.heartbeat_seconds = 0.2;
   SiteClient client(o);
   auto site = std::async(std::launch::async, [&] { return client.Run(); });
+  auto heartbeats = [&] {
+    std::lock_guard<std::mutex> lock(sent_mutex);
+    return std::count_if(sent.begin(), sent.end(), [](const auto& m) {
+      return m.first == "/splitfed.v1.Federation/Heartbeat";
+    });
+  };
   auto last_seen = [&]() -> std::string {
     auto sites = store_->Sites(coordinator_->run_id());
     if (!sites.ok() || sites->empty()) return "";
@@ -576,10 +592,14 @@ TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
     first = last_seen();
   }
   ASSERT_FALSE(first.empty()) << "site a never joined";
+  const auto before = heartbeats();
   std::this_thread::sleep_for(1s);
+  // Every 0.2 s for 1 s: 5 expected; 3 leaves room for a slow machine, 0 would be a failure.
+  EXPECT_GE(heartbeats() - before, 3) << "Heartbeat RPCs sent in 1 s";
   EXPECT_GT(last_seen(), first);
   client.Stop();
   ASSERT_EQ(site.wait_for(10s), std::future_status::ready);
+  coordinator_->Stop();
 }
 
 TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
