@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -391,18 +392,27 @@ absl::Status ValidateExperiment(const ExperimentConfig& c) {
   return absl::OkStatus();
 }
 
+// The shortest text that reads back as exactly `x`: a stream's default six digits would make
+// a resumed experiment run with other values than the one it resumes.
+std::string Number(double x) {
+  char text[32];
+  const std::to_chars_result end = std::to_chars(text, text + sizeof(text), x);
+  return std::string(text, end.ptr);
+}
+
 std::string MethodKeysToml(const MethodOptions& m) {
   std::ostringstream o;
   o << "warmup_rounds = " << m.warmup_rounds << "\nwarmup_patience = " << m.warmup_patience
-    << "\nteacher_beta = " << m.teacher_beta << "\nramp_rounds = " << m.ramp_rounds
+    << "\nteacher_beta = " << Number(m.teacher_beta) << "\nramp_rounds = " << m.ramp_rounds
     << "\ndetection = " << Quoted(colearning::DetectionModeName(m.threshold.detection))
     << "\nthreshold = " << Quoted(m.threshold.fixed_tau ? "fixed" : "gmm")
-    << "\ntau_min = " << m.threshold.tau_min << "\nmin_gap = " << m.threshold.min_gap
-    << "\nseparation = " << m.threshold.separation << "\nkappa = " << m.kappa
+    << "\ntau_min = " << Number(m.threshold.tau_min)
+    << "\nmin_gap = " << Number(m.threshold.min_gap)
+    << "\nseparation = " << Number(m.threshold.separation) << "\nkappa = " << Number(m.kappa)
     << "\nrefinement = " << Quoted(RefinementName(m.refinement))
     << "\nconsistency = " << (m.consistency ? "true" : "false")
     << "\nloss_weights = " << Quoted(m.learned_loss_weights ? "learned" : "fixed")
-    << "\ndistillation_weight = " << m.distillation_weight << "\n";
+    << "\ndistillation_weight = " << Number(m.distillation_weight) << "\n";
   return o.str();
 }
 
@@ -415,12 +425,12 @@ std::string ExperimentToToml(const ExperimentConfig& c) {
     << "\nannotators = " << QuotedList(c.annotators) << "\nimage_size = " << c.image_size
     << "\nnum_classes = " << c.num_classes << "\nchannels = " << c.channels
     << "\nimages_per_site = " << c.images_per_site << "\ntest_images = " << c.test_images
-    << "\ntest_fraction = " << c.test_fraction
-    << "\nvalidation_fraction = " << c.validation_fraction << "\n\n[partition]\n";
-  o << "kind = " << Quoted(PartitionKindName(c.partition)) << "\nalpha = " << c.alpha
+    << "\ntest_fraction = " << Number(c.test_fraction)
+    << "\nvalidation_fraction = " << Number(c.validation_fraction) << "\n\n[partition]\n";
+  o << "kind = " << Quoted(PartitionKindName(c.partition)) << "\nalpha = " << Number(c.alpha)
     << "\nmin_images = " << c.min_images << "\n\n[federation]\n";
   o << "sites = " << c.sites << "\nrounds = " << c.rounds << "\nlocal_epochs = " << c.local_epochs
-    << "\nbatch_size = " << c.batch_size << "\nlearning_rate = " << c.learning_rate
+    << "\nbatch_size = " << c.batch_size << "\nlearning_rate = " << Number(c.learning_rate)
     << "\nmode = " << Quoted(c.mode) << "\ntransport = " << Quoted(c.transport)
     << "\nactivation_encoding = " << Quoted(c.activation_encoding)
     << "\nbase_width = " << c.base_width << "\ndepth = " << c.depth
@@ -438,9 +448,9 @@ std::string ExperimentToToml(const ExperimentConfig& c) {
   for (const NoiseSetting& n : c.noise) {
     o << "\n[[noise]]\nname = " << Quoted(n.name) << "\nsite = [\n";
     for (const SiteNoise& s : n.sites)
-      o << "  { model = " << Quoted(ModelsText(s.models)) << ", image_fraction = "
-        << s.image_fraction << ", severity = " << s.severity
-        << ", bias = " << Quoted(NoiseBiasName(s.bias))
+      o << "  { model = " << Quoted(ModelsText(s.models))
+        << ", image_fraction = " << Number(s.image_fraction)
+        << ", severity = " << Number(s.severity) << ", bias = " << Quoted(NoiseBiasName(s.bias))
         << ", amplitude = " << Quoted(BoundaryAmplitudeName(s.amplitude)) << " },\n";
     o << "]\n";
   }

@@ -7,9 +7,12 @@
 #include "aggregation/aggregator.h"
 #include "split/model_state.h"
 #include "split/unet.h"
+#include "tests/refusal.h"
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 
 SiteUpdate Update(const std::string& site, int64_t n, float w, int64_t counter) {
   SiteUpdate u;
@@ -65,13 +68,14 @@ TEST(ValidateUpdates, RejectsEachKindOfBadUpdateNamingTheSite) {
   EXPECT_NE(error({Update("a", 1, 0, 0), nan}).find("site c: 'conv.weight' holds NaN"),
             std::string::npos);
   FedAvg rule;
-  EXPECT_FALSE(rule.Aggregate({Update("a", 1, 0, 0), nan}).ok());
+  EXPECT_TRUE(Refused(rule.Aggregate({Update("a", 1, 0, 0), nan}),
+                      absl::StatusCode::kInvalidArgument, "holds NaN or infinite values"));
 }
 
 TEST(MakeAggregator, KnowsFedAvgAndNamesTheAlternatives) {
   EXPECT_EQ((*MakeAggregator("fedavg"))->name(), "fedavg");
   const auto unknown = MakeAggregator("fedprox");
-  ASSERT_FALSE(unknown.ok());
+  ASSERT_TRUE(Refused(unknown, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(unknown.status().message().find("available: fedavg"), std::string::npos);
 }
 
@@ -154,8 +158,11 @@ TEST(QualityWeighted, WeightsByImagesTimesInverseValidationLossSquared) {
   EXPECT_DOUBLE_EQ(w[0], 10 / 17.5);
   EXPECT_DOUBLE_EQ(w[1], 2.5 / 17.5);
   EXPECT_DOUBLE_EQ(w[2], 5 / 17.5);
-  EXPECT_FALSE(rule.Weights({Values("a", 10, {0}, -1.0)}).ok());
-  EXPECT_FALSE(rule.Weights({Values("a", 10, {0}, std::nan(""))}).ok());
+  EXPECT_TRUE(Refused(rule.Weights({Values("a", 10, {0}, -1.0)}),
+                      absl::StatusCode::kInvalidArgument,
+                      "validation loss -1 cannot weigh a site"));
+  EXPECT_TRUE(Refused(rule.Weights({Values("a", 10, {0}, std::nan(""))}),
+                      absl::StatusCode::kInvalidArgument, "validation loss nan cannot weigh"));
   const auto zero = *rule.Weights({Values("a", 10, {0}, 0.0), Values("b", 10, {0}, 1.0)});
   EXPECT_GT(zero[0], 0.999) << "a zero loss is floored, not infinite";
 }
@@ -183,7 +190,8 @@ TEST(ReliabilityWeighted, WeightsByImagesTimesEpsilonPlusReliability) {
   const auto sharp = *ReliabilityWeighted(0.05, 2).Weights(
       {WithReliability("a", 10, 1.0), WithReliability("b", 10, 0.0)});
   EXPECT_DOUBLE_EQ(sharp[1], 0.0025 / (1.1025 + 0.0025));
-  EXPECT_FALSE(rule.Weights({WithReliability("a", 10, 1.5)}).ok());
+  EXPECT_TRUE(Refused(rule.Weights({WithReliability("a", 10, 1.5)}),
+                      absl::StatusCode::kInvalidArgument, "reliability 1.5 is outside [0, 1]"));
 }
 
 TEST(DistanceAware, IsFedAvgUntilSitesAreFlaggedThenDampsTheFarNoisyOnes) {
@@ -229,7 +237,8 @@ TEST(LayerwiseQuality, ShallowEntriesFollowImageCountsDeepOnesQuality) {
   EXPECT_NEAR(out.at("back.head.w").item<float>(), 10.0 / 12.0, 1e-6) << "λ = 1: by quality";
   std::vector<SiteUpdate> bad = updates;
   bad[1].boundary_noise = 1.5;
-  EXPECT_FALSE(rule.Weights(bad).ok());
+  EXPECT_TRUE(Refused(rule.Weights(bad), absl::StatusCode::kInvalidArgument,
+                      "boundary noise 1.5 is outside [0, 1]"));
 }
 
 TEST(MakeAggregator, KnowsEveryRuleAndNamesThemWhenAsked) {
@@ -240,7 +249,7 @@ TEST(MakeAggregator, KnowsEveryRuleAndNamesThemWhenAsked) {
     EXPECT_EQ((*rule)->name(), name);
   }
   auto unknown = MakeAggregator("krum");
-  ASSERT_FALSE(unknown.ok());
+  ASSERT_TRUE(Refused(unknown, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(unknown.status().message().find("trimmed-mean"), std::string::npos);
 }
 

@@ -9,9 +9,12 @@
 #include "colearning/reliability.h"
 #include "colearning/site_objective.h"
 #include "split/loss.h"
+#include "tests/refusal.h"
 
 namespace splitfed::colearning {
 namespace {
+
+using test_refusal::Refused;
 
 TEST(PerImageReliability, IsTheMeanDiceOverClassesPresentInEither) {
   // Four 1×4 images, 3 classes.
@@ -41,8 +44,10 @@ TEST(TwoGaussians, SplitsABimodalSample) {
   EXPECT_NEAR(g.variance[0], 0.0002, 1e-9);  // population variance of the low five
   EXPECT_GT(g.PosteriorLow(0.1), 0.999);
   EXPECT_LT(g.PosteriorLow(0.9), 0.001);
-  EXPECT_FALSE(FitTwoGaussians({1.0}).ok());
-  EXPECT_FALSE(FitTwoGaussians({1.0, std::nan("")}).ok());
+  EXPECT_TRUE(
+      Refused(FitTwoGaussians({1.0}), absl::StatusCode::kInvalidArgument, "needs 2 values, got 1"));
+  EXPECT_TRUE(Refused(FitTwoGaussians({1.0, std::nan("")}), absl::StatusCode::kInvalidArgument,
+                      "not finite"));
 }
 
 TEST(ReliableImages, LowLossAndHighAgreementAreReliable) {

@@ -9,9 +9,12 @@
 #include "datasets/folder_dataset.h"
 #include "datasets/phantom.h"
 #include "datasets/png_io.h"
+#include "tests/refusal.h"
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 namespace fs = std::filesystem;
 
 PhantomOptions SmallPhantoms() {
@@ -82,7 +85,7 @@ TEST(Phantoms, InvalidOptionsAreErrors) {
   EXPECT_NE(GeneratePhantoms(o).status().message().find("num_classes"), std::string::npos);
   o = SmallPhantoms();
   o.appearance.gamma = 0;
-  EXPECT_FALSE(GeneratePhantoms(o).ok());
+  EXPECT_TRUE(Refused(GeneratePhantoms(o), absl::StatusCode::kInvalidArgument, "must be >= 0"));
 }
 
 class FolderDatasetTest : public ::testing::Test {
@@ -133,7 +136,7 @@ TEST_F(FolderDatasetTest, LoadsResizesAndKeepsClassValues) {
 TEST_F(FolderDatasetTest, MissingMaskNamesTheImage) {
   WriteGrey(root_ / "images/lonely.png", 8, 8, 1);
   const auto set = LoadFolderDataset(Options());
-  ASSERT_FALSE(set.ok());
+  ASSERT_TRUE(Refused(set, absl::StatusCode::kNotFound));
   EXPECT_NE(set.status().message().find("lonely.png: has no mask"), std::string::npos)
       << set.status();
 }
@@ -142,7 +145,7 @@ TEST_F(FolderDatasetTest, SizeMismatchNamesTheMask) {
   WriteGrey(root_ / "images/a.png", 8, 8, 1);
   WriteGrey(root_ / "masks/a.png", 8, 9, 1);
   const auto set = LoadFolderDataset(Options());
-  ASSERT_FALSE(set.ok());
+  ASSERT_TRUE(Refused(set, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(set.status().message().find("masks/a.png: is 8x9 but its image is 8x8"),
             std::string::npos)
       << set.status();
@@ -152,7 +155,7 @@ TEST_F(FolderDatasetTest, OutOfRangeClassNamesFileAndValue) {
   WriteGrey(root_ / "images/a.png", 8, 8, 1);
   WriteGrey(root_ / "masks/a.png", 8, 8, 7);
   const auto set = LoadFolderDataset(Options());
-  ASSERT_FALSE(set.ok());
+  ASSERT_TRUE(Refused(set, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(set.status().message().find("masks/a.png: class value 7"), std::string::npos)
       << set.status();
 }
@@ -167,7 +170,7 @@ TEST_F(FolderDatasetTest, CorruptPngNamesTheFile) {
     out << bytes.substr(0, 30);
   }
   auto set = LoadFolderDataset(Options());
-  ASSERT_FALSE(set.ok());
+  ASSERT_TRUE(Refused(set, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(set.status().message().find("images/a.png: corrupt or unsupported PNG"),
             std::string::npos)
       << set.status();

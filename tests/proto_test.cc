@@ -13,9 +13,12 @@
 
 #include "proto/sparse_kernels.h"
 #include "proto/tensor_codec.h"
+#include "tests/refusal.h"
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 
 v1::Tensor Encoded(const torch::Tensor& t, WireEncoding e = WireEncoding::kFp32) {
   v1::Tensor m;
@@ -72,8 +75,10 @@ TEST(TensorCodec, Int64AlwaysTravelsExactly) {
 
 TEST(TensorCodec, RefusesToEncodeOtherDtypes) {
   v1::Tensor m;
-  EXPECT_FALSE(EncodeTensor(torch::zeros({2}, torch::kDouble), WireEncoding::kFp32, &m).ok());
-  EXPECT_FALSE(EncodeTensor(torch::Tensor(), WireEncoding::kFp32, &m).ok());
+  EXPECT_TRUE(Refused(EncodeTensor(torch::zeros({2}, torch::kDouble), WireEncoding::kFp32, &m),
+                      absl::StatusCode::kInvalidArgument, "dtype Double"));
+  EXPECT_TRUE(Refused(EncodeTensor(torch::Tensor(), WireEncoding::kFp32, &m),
+                      absl::StatusCode::kInvalidArgument, "undefined tensor"));
 }
 
 TEST(TensorCodec, RejectsUnknownDtype) {
@@ -269,7 +274,7 @@ TEST(SplitStepCodec, CarriesSupportsFromActivationsToTheirGradients) {
   ASSERT_TRUE(EncodeRectified(a2, e, &unused, &support).ok());
   ASSERT_TRUE(EncodeOnSupport(g2, support, e, &on_support).ok());
   const absl::StatusOr<torch::Tensor> refused = coordinator.DecodeGradient(on_support, {}, "g2");
-  ASSERT_FALSE(refused.ok());
+  ASSERT_TRUE(Refused(refused, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(refused.status().message().find("no activation crossed with LAYOUT_NONZERO"),
             std::string::npos);
 }
@@ -321,10 +326,14 @@ TEST(SparseLayouts, RejectsMalformedSparseTensors) {
   EXPECT_TRUE(DecodeTensor(g, limits).ok());
 
   v1::Tensor unused;
-  EXPECT_FALSE(EncodeOnSupport(torch::randn({4}), support, WireEncoding::kFp32, &unused).ok());
-  EXPECT_FALSE(EncodeOnSupport(torch::randn({4}), Support(), WireEncoding::kFp32, &unused).ok());
-  EXPECT_FALSE(EncodeRectified(torch::zeros({4}, torch::kLong), WireEncoding::kFp32, &unused,
-                               &support).ok());
+  EXPECT_TRUE(Refused(EncodeOnSupport(torch::randn({4}), support, WireEncoding::kFp32, &unused),
+                      absl::StatusCode::kInvalidArgument,
+                      "the gradient has 4 elements, its activation's support 63"));
+  EXPECT_TRUE(Refused(EncodeOnSupport(torch::randn({4}), Support(), WireEncoding::kFp32, &unused),
+                      absl::StatusCode::kFailedPrecondition, "needs a non-empty support"));
+  EXPECT_TRUE(Refused(
+      EncodeRectified(torch::zeros({4}, torch::kLong), WireEncoding::kFp32, &unused, &support),
+      absl::StatusCode::kInvalidArgument));
 }
 
 TEST(TensorCodec, RejectsNonFiniteValuesWhenAsked) {

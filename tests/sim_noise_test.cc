@@ -7,9 +7,12 @@
 
 #include "sim/label_noise.h"
 #include "sim/partition.h"
+#include "tests/refusal.h"
 
 namespace splitfed::sim {
 namespace {
+
+using test_refusal::Refused;
 
 constexpr double kPi = 3.14159265358979323846;
 
@@ -251,7 +254,8 @@ TEST(EveryModel, KeepsValidLabelsAndSizeAndIsReproducible) {
     for (int64_t v : m1.labels) ASSERT_TRUE(v >= 0 && v < 4) << name << " wrote class " << v;
     EXPECT_GT(Changed(organs, m1), 0) << name << " changed nothing";
   }
-  EXPECT_FALSE(ParseNoiseModel("blur").ok());
+  EXPECT_TRUE(
+      Refused(ParseNoiseModel("blur"), absl::StatusCode::kInvalidArgument, "unknown noise model"));
   EXPECT_NE(ParseNoiseModel("blur").status().message().find("boundary"), std::string::npos);
 }
 
@@ -278,8 +282,10 @@ TEST(Partition, QuantitySkewRespectsTheMinimumAndIsSkewedForSmallAlpha) {
   EXPECT_EQ(total, 200u);
   EXPECT_GE(smallest, 8u);
   EXPECT_GT(largest, 2 * smallest);
-  EXPECT_FALSE(QuantitySkewPartition(20, 5, 0.3, 8, rng).ok());
-  EXPECT_FALSE(QuantitySkewPartition(20, 5, 0, 1, rng).ok());
+  EXPECT_TRUE(Refused(QuantitySkewPartition(20, 5, 0.3, 8, rng), absl::StatusCode::kInvalidArgument,
+                      "cannot give 5 sites at least 8 each"));
+  EXPECT_TRUE(Refused(QuantitySkewPartition(20, 5, 0, 1, rng), absl::StatusCode::kInvalidArgument,
+                      "alpha must be positive"));
 }
 
 TEST(Partition, ClassSkewGivesEachSiteASliceOfTheLabelDistribution) {

@@ -81,6 +81,131 @@ TEST(ExperimentFile, TheResolvedFileReadsBackToTheSameExperiment) {
   EXPECT_EQ(back->noise[1].sites[2].Describe(), "dilation+missing 50% sev 0.7 expand");
 }
 
+// Field by field, every value away from its default: a key the writer forgot would read back
+// as the default and fail here, where comparing the two texts could not see it.
+TEST(ExperimentFile, EveryFieldSurvivesTheRoundTrip) {
+  const ExperimentConfig defaults = DefaultExperiment();
+  ExperimentConfig c = defaults;
+  c.name = "every field";
+  c.out_dir = "/results/every";
+  c.image_size = 48;
+  c.num_classes = 3;
+  c.images_per_site = 33;  // (phantoms have one channel: channels stays 1)
+  c.test_images = 17;
+  c.test_fraction = 0.3;
+  c.validation_fraction = 0.15;
+  c.partition = PartitionKind::kQuantity;
+  c.alpha = 0.7;
+  c.min_images = 5;
+  c.sites = 3;
+  c.rounds = 7;
+  c.local_epochs = 2;
+  c.batch_size = 6;
+  c.learning_rate = 0.00123456789;  // more digits than a stream prints by default
+  c.mode = "sflv2";
+  c.transport = "mtls";
+  c.activation_encoding = "fp16";
+  c.base_width = 12;
+  c.depth = 3;
+  c.split = "shallow";
+  c.threads = 2;
+  c.methods = {"splitfed-cl", "fednoro", "tuned"};
+  c.seeds = {7, 9};
+  MethodOptions& m = c.method;
+  m.warmup_rounds = 4;
+  m.warmup_patience = 2;
+  m.teacher_beta = 0.9;
+  m.ramp_rounds = 6;
+  m.threshold.detection = colearning::DetectionMode::kRelative;
+  m.threshold.fixed_tau = true;
+  m.threshold.tau_min = 0.7;
+  m.threshold.min_gap = 0.04;
+  m.threshold.separation = 2.5;
+  m.kappa = 0.65;
+  m.refinement = RefinementMode::kHard;
+  m.consistency = false;
+  m.learned_loss_weights = false;
+  m.distillation_weight = 0.6;
+  MethodVariant v;
+  v.name = "tuned";
+  v.base = "splitfed-cl";
+  v.method = defaults.method;
+  v.method.kappa = 0.9;
+  v.method.refinement = RefinementMode::kOff;
+  v.aggregation = "median";
+  c.variants = {v};
+  c.noise = {{"mixed", {SiteNoise{{NoiseModel::kBoundary}, 0.8, 0.75, NoiseBias::kShrink,
+                                  BoundaryAmplitude::kPixels},
+                        SiteNoise{}, SiteNoise{{NoiseModel::kErosion, NoiseModel::kMissing}, 0.25,
+                                               0.5, NoiseBias::kExpand}}}};
+
+  const std::string text = ExperimentToToml(c);
+  absl::StatusOr<ExperimentConfig> read = ParseExperiment(text, "every.toml", "/");
+  ASSERT_TRUE(read.ok()) << read.status() << "\n" << text;
+  const ExperimentConfig& b = *read;
+  EXPECT_EQ(b.name, c.name);
+  EXPECT_EQ(b.out_dir, c.out_dir);
+  EXPECT_EQ(b.dataset, c.dataset);
+  EXPECT_EQ(b.image_size, c.image_size);
+  EXPECT_EQ(b.num_classes, c.num_classes);
+  EXPECT_EQ(b.channels, c.channels);
+  EXPECT_EQ(b.images_per_site, c.images_per_site);
+  EXPECT_EQ(b.test_images, c.test_images);
+  EXPECT_EQ(b.test_fraction, c.test_fraction);
+  EXPECT_EQ(b.validation_fraction, c.validation_fraction);
+  EXPECT_EQ(b.partition, c.partition);
+  EXPECT_EQ(b.alpha, c.alpha);
+  EXPECT_EQ(b.min_images, c.min_images);
+  EXPECT_EQ(b.sites, c.sites);
+  EXPECT_EQ(b.rounds, c.rounds);
+  EXPECT_EQ(b.local_epochs, c.local_epochs);
+  EXPECT_EQ(b.batch_size, c.batch_size);
+  EXPECT_EQ(b.learning_rate, c.learning_rate);
+  EXPECT_EQ(b.mode, c.mode);
+  EXPECT_EQ(b.transport, c.transport);
+  EXPECT_EQ(b.activation_encoding, c.activation_encoding);
+  EXPECT_EQ(b.base_width, c.base_width);
+  EXPECT_EQ(b.depth, c.depth);
+  EXPECT_EQ(b.split, c.split);
+  EXPECT_EQ(b.threads, c.threads);
+  EXPECT_EQ(b.methods, c.methods);
+  EXPECT_EQ(b.seeds, c.seeds);
+  auto expect_same_method = [](const MethodOptions& x, const MethodOptions& y) {
+    EXPECT_EQ(x.warmup_rounds, y.warmup_rounds);
+    EXPECT_EQ(x.warmup_patience, y.warmup_patience);
+    EXPECT_EQ(x.teacher_beta, y.teacher_beta);
+    EXPECT_EQ(x.ramp_rounds, y.ramp_rounds);
+    EXPECT_EQ(x.threshold.detection, y.threshold.detection);
+    EXPECT_EQ(x.threshold.fixed_tau, y.threshold.fixed_tau);
+    EXPECT_EQ(x.threshold.tau_min, y.threshold.tau_min);
+    EXPECT_EQ(x.threshold.min_gap, y.threshold.min_gap);
+    EXPECT_EQ(x.threshold.separation, y.threshold.separation);
+    EXPECT_EQ(x.kappa, y.kappa);
+    EXPECT_EQ(x.refinement, y.refinement);
+    EXPECT_EQ(x.consistency, y.consistency);
+    EXPECT_EQ(x.learned_loss_weights, y.learned_loss_weights);
+    EXPECT_EQ(x.distillation_weight, y.distillation_weight);
+  };
+  expect_same_method(b.method, c.method);
+  ASSERT_EQ(b.variants.size(), 1u);
+  EXPECT_EQ(b.variants[0].name, v.name);
+  EXPECT_EQ(b.variants[0].base, v.base);
+  EXPECT_EQ(b.variants[0].aggregation, v.aggregation);
+  expect_same_method(b.variants[0].method, v.method);
+  ASSERT_EQ(b.noise.size(), 1u);
+  EXPECT_EQ(b.noise[0].name, "mixed");
+  ASSERT_EQ(b.noise[0].sites.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const SiteNoise& x = b.noise[0].sites[i];
+    const SiteNoise& y = c.noise[0].sites[i];
+    EXPECT_EQ(x.models, y.models) << "site " << i;
+    EXPECT_EQ(x.image_fraction, y.image_fraction) << "site " << i;
+    EXPECT_EQ(x.severity, y.severity) << "site " << i;
+    EXPECT_EQ(x.bias, y.bias) << "site " << i;
+    EXPECT_EQ(x.amplitude, y.amplitude) << "site " << i;
+  }
+}
+
 TEST(ExperimentFile, RelativeDataPathsSurviveTheSavedCopyInAnotherFolder) {
   // `--resume` reads the config.toml saved in the output folder: the data root written
   // there must not be re-resolved against that folder.

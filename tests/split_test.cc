@@ -10,9 +10,12 @@
 #include "split/split_step.h"
 #include "split/trainer.h"
 #include "split/unet.h"
+#include "tests/refusal.h"
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 
 struct Case {
   const char* split;
@@ -271,14 +274,19 @@ TEST(SplitSpec, RejectsCutsThatBreakASkipOrLeaveAnEmptyPart) {
   EXPECT_TRUE((SplitSpec{3, 4}).Validate(config).ok());
   // The front keeps enc0's skip but up0/dec0 are in the body: the skip would cross the cut.
   const absl::Status crossing = (SplitSpec{3, 2}).Validate(config);
-  EXPECT_FALSE(crossing.ok());
+  EXPECT_TRUE(Refused(crossing, absl::StatusCode::kInvalidArgument));
   EXPECT_NE(crossing.message().find("skip"), std::string::npos) << crossing;
   EXPECT_TRUE((SplitSpec{2, 4}).Validate(config).ok());  // the pool may run on the coordinator
-  EXPECT_FALSE((SplitSpec{0, 1}).Validate(config).ok());
-  EXPECT_FALSE((SplitSpec{7, 8}).Validate(config).ok());
-  EXPECT_FALSE(SplitSpec::Parse("middle").ok());
-  EXPECT_FALSE(SplitSpec::Parse("3;4").ok());
-  EXPECT_FALSE(CutShapes(config, SplitSpec::Deep(), 30, 32).ok());  // not a multiple of 4
+  EXPECT_TRUE(Refused((SplitSpec{0, 1}).Validate(config), absl::StatusCode::kInvalidArgument,
+                      "leaves an empty part"));
+  EXPECT_TRUE(Refused((SplitSpec{7, 8}).Validate(config), absl::StatusCode::kInvalidArgument,
+                      "leaves an empty part"));
+  EXPECT_TRUE(
+      Refused(SplitSpec::Parse("middle"), absl::StatusCode::kInvalidArgument, "got 'middle'"));
+  EXPECT_TRUE(Refused(SplitSpec::Parse("3;4"), absl::StatusCode::kInvalidArgument, "got '3;4'"));
+  EXPECT_TRUE(Refused(CutShapes(config, SplitSpec::Deep(), 30, 32),
+                      absl::StatusCode::kInvalidArgument,
+                      "must be a positive multiple of 4"));  // not a multiple of 4
 }
 
 TEST(UNet, ConfigValidationNamesTheField) {
@@ -354,7 +362,9 @@ TEST(ClientPartsState, RoundTripsTheFrontAndBackAndSkipsOtherEntries) {
   for (const auto& [name, t] : ClientPartsState(to))
     EXPECT_TRUE(torch::equal(t, state.at(name))) << name;
   state.erase(state.begin());
-  EXPECT_FALSE(LoadClientParts(state, to).ok()) << "an entry missing is refused";
+  EXPECT_TRUE(Refused(LoadClientParts(state, to), absl::StatusCode::kInvalidArgument,
+                      "lacks 'dec0_conv1.bn.bias'"))
+      << "an entry missing is refused";
 }
 
 }  // namespace

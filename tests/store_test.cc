@@ -8,9 +8,12 @@
 #include <sqlite3.h>
 
 #include "store/run_store.h"
+#include "tests/refusal.h"
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 namespace fs = std::filesystem;
 
 class RunStoreTest : public ::testing::Test {
@@ -176,11 +179,11 @@ TEST_F(RunStoreTest, AnOlderStoreGainsTheValidationLossColumn) {
 TEST_F(RunStoreTest, ACorruptFileIsAClearError) {
   std::ofstream(path_) << std::string(4096, 'x');
   const auto store = RunStore::Open(path_.string());
-  ASSERT_FALSE(store.ok());
+  ASSERT_TRUE(Refused(store, absl::StatusCode::kDataLoss));
   EXPECT_NE(store.status().message().find("not a usable run store"), std::string::npos)
       << store.status();
   const auto nowhere = RunStore::Open("/nonexistent-dir/x.db");
-  EXPECT_FALSE(nowhere.ok());
+  EXPECT_TRUE(Refused(nowhere, absl::StatusCode::kUnavailable, "cannot open the run store"));
 }
 
 }  // namespace
