@@ -53,24 +53,31 @@ struct CoordinatorFlags {
   bool new_run = false;
 };
 
-// The [tls] table every kit file has: the holder's certificate and key, and the run's CA.
+// The [tls] table every kit file has: the holder's certificate and key, and the run's CA;
+// a client's may name the coordinator (target_name), the coordinator's its revocation list.
 struct TlsPaths {
-  std::string certificate, private_key, ca_certificate, target_name;
+  std::string certificate, private_key, ca_certificate, target_name, revocation_list;
 };
 
-TlsPaths ReadTlsTable(TomlTable& file, bool with_target_name) {
+TlsPaths ReadTlsTable(TomlTable& file, bool coordinator) {
   TomlTable t = Unwrap(file.Table("tls"));
   TlsPaths p;
   Check(t.Path("certificate", &p.certificate));
   Check(t.Path("private_key", &p.private_key));
   Check(t.Path("ca_certificate", &p.ca_certificate));
-  if (with_target_name) Check(t.String("target_name", &p.target_name));
+  if (coordinator) {
+    Check(t.Path("revocation_list", &p.revocation_list));
+  } else {
+    Check(t.String("target_name", &p.target_name));
+  }
   Check(t.RejectUnknown());
   return p;
 }
 
 TlsFiles LoadTls(const TlsPaths& p) {
-  return Unwrap(ReadTlsFiles(p.certificate, p.private_key, p.ca_certificate));
+  TlsFiles files = Unwrap(ReadTlsFiles(p.certificate, p.private_key, p.ca_certificate));
+  files.revocation_list_path = p.revocation_list;
+  return files;
 }
 
 // coordinator.toml: top-level listen / database / checkpoints / enrolled_sites, then [tls],
@@ -94,7 +101,7 @@ CoordinatorFile ReadCoordinatorFile(const std::string& path) {
   Check(top.Path("database", &c.database));
   Check(top.Path("checkpoints", &o.checkpoint_dir));
   Check(top.Strings("enrolled_sites", &o.enrolled_sites));
-  c.tls = ReadTlsTable(top, false);
+  c.tls = ReadTlsTable(top, /*coordinator=*/true);
   TomlTable run = Unwrap(top.Table("run"));
   TomlTable method = Unwrap(top.Table("method"));
   TomlTable model = Unwrap(top.Table("model"));
@@ -242,7 +249,7 @@ SiteFile ReadSiteFile(const std::string& path) {
   TomlTable top = doc.Root();
   SiteFile s;
   Check(top.String("coordinator", &s.coordinator));
-  s.tls = ReadTlsTable(top, true);
+  s.tls = ReadTlsTable(top, /*coordinator=*/false);
   TomlTable data = Unwrap(top.Table("data"));
   Check(top.RejectUnknown());
   Check(data.Path("folder", &s.folder));
@@ -321,7 +328,7 @@ void RunStatus(const StatusFlags& f) {
   TomlTable top = doc.Root();
   std::string address = "127.0.0.1:50051";
   Check(top.String("coordinator", &address));
-  const TlsPaths paths = ReadTlsTable(top, true);
+  const TlsPaths paths = ReadTlsTable(top, /*coordinator=*/false);
   Check(top.RejectUnknown());
   if (!f.coordinator.empty()) address = f.coordinator;
   const TlsFiles files = LoadTls(paths);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "coordinator/body_session.h"
 #include "proto/grpc_status.h"
+#include "provision/revocation.h"
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
 #include "splitfed/v1/federation.grpc.pb.h"
@@ -32,23 +33,6 @@ void WriteSiteMethod(const MethodOptions& m, const RoundTicket& ticket, v1::Site
   method.consistency_weight = ticket.consistency_weight;
   method.distil = ticket.distil;
   EncodeSiteMethod(method, out);
-}
-
-// Who is calling: the certificate's common name under TLS, the request header when insecure.
-absl::StatusOr<std::string> CallerName(grpc::ServerContextBase* context, bool tls) {
-  if (tls) {
-    auto auth = context->auth_context();
-    const auto names = auth ? auth->FindPropertyValues("x509_common_name")
-                            : std::vector<grpc::string_ref>{};
-    if (names.empty())
-      return absl::UnauthenticatedError("no client certificate with a common name");
-    return std::string(names.front().data(), names.front().size());
-  }
-  const auto& headers = context->client_metadata();
-  auto it = headers.find("x-splitfed-site");
-  if (it == headers.end())
-    return absl::UnauthenticatedError("insecure mode: the x-splitfed-site header is missing");
-  return std::string(it->second.data(), it->second.size());
 }
 
 bool IsLoopback(const std::string& listen) {
@@ -193,8 +177,13 @@ struct CoordinatorServer::Services {
   Coordinator* coordinator;
   RunStore* store;
   bool tls;
+  std::unique_ptr<RevocationFile> revocations;  // null: nothing revoked
   double wait_round_seconds = 30;
   std::unique_ptr<RoundLongPolls> long_polls;
+
+  // Who is calling: the certificate's common name under TLS (refused when the certificate is
+  // revoked), the request header when insecure.
+  absl::StatusOr<std::string> CallerName(grpc::ServerContextBase* context);
 
   // The control plane, on gRPC's callback API: no call holds a thread while it waits.
   class FederationImpl final : public v1::Federation::CallbackService {
@@ -209,7 +198,7 @@ struct CoordinatorServer::Services {
 
     grpc::ServerWriteReactor<v1::RoundChunk>* WaitRound(grpc::CallbackServerContext* context,
                                                         const v1::WaitRoundRequest*) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok())
         return new FailedCall<grpc::ServerWriteReactor<v1::RoundChunk>>(ToGrpcStatus(site.status()));
       auto* call = new RoundCall(s_, *site);
@@ -219,7 +208,7 @@ struct CoordinatorServer::Services {
 
     grpc::ServerReadReactor<v1::UpdateChunk>* SubmitUpdate(grpc::CallbackServerContext* context,
                                                            v1::SubmitReply* reply) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok())
         return new FailedCall<grpc::ServerReadReactor<v1::UpdateChunk>>(ToGrpcStatus(site.status()));
       return new UpdateCall(s_, context, *site, reply);
@@ -228,7 +217,7 @@ struct CoordinatorServer::Services {
     grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                         const v1::HeartbeatRequest*,
                                         v1::HeartbeatReply* reply) override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok()) return AnswerNow(context, ToGrpcStatus(site.status()));
       s_->coordinator->Heartbeat(*site);
       reply->set_current_round(s_->coordinator->current_round());
@@ -238,7 +227,7 @@ struct CoordinatorServer::Services {
    private:
     grpc::Status DoJoin(grpc::CallbackServerContext* context, const v1::JoinRequest& request,
                         v1::JoinReply* reply) {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok()) return ToGrpcStatus(site.status());
       if (auto st = s_->coordinator->Join(*site, request.num_images()); !st.ok()) {
         LOG(WARNING) << "event=join_refused site=" << *site << " reason=\"" << st.message() << "\"";
@@ -436,7 +425,7 @@ struct CoordinatorServer::Services {
     grpc::Status Train(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::SplitMessage, v1::SplitMessage>* stream)
         override {
-      absl::StatusOr<std::string> site = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok()) return ToGrpcStatus(site.status());
       v1::SplitMessage in, out;
       BodySession session(s_->coordinator, *site);
@@ -481,7 +470,7 @@ struct CoordinatorServer::Services {
 
    private:
     grpc::Status Answer(grpc::CallbackServerContext* context, v1::StatusReply* reply) {
-      absl::StatusOr<std::string> caller = CallerName(context, s_->tls);
+      absl::StatusOr<std::string> caller = s_->CallerName(context);
       if (!caller.ok()) return ToGrpcStatus(caller.status());
       if (s_->tls && *caller != "admin")
         return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -540,6 +529,36 @@ struct CoordinatorServer::Services {
   std::unique_ptr<AdminImpl> admin;
 };
 
+absl::StatusOr<std::string> CoordinatorServer::Services::CallerName(
+    grpc::ServerContextBase* context) {
+  if (!tls) {
+    const auto& headers = context->client_metadata();
+    auto it = headers.find("x-splitfed-site");
+    if (it == headers.end())
+      return absl::UnauthenticatedError("insecure mode: the x-splitfed-site header is missing");
+    return std::string(it->second.data(), it->second.size());
+  }
+  auto auth = context->auth_context();
+  const auto names =
+      auth ? auth->FindPropertyValues("x509_common_name") : std::vector<grpc::string_ref>{};
+  if (names.empty()) return absl::UnauthenticatedError("no client certificate with a common name");
+  std::string name(names.front().data(), names.front().size());
+  if (revocations) {
+    const auto pems = auth->FindPropertyValues("x509_pem_cert");
+    if (pems.empty())
+      return absl::UnauthenticatedError("the client certificate is not available to check");
+    absl::StatusOr<bool> revoked =
+        revocations->IsRevoked(std::string(pems.front().data(), pems.front().size()));
+    if (!revoked.ok()) return revoked.status();
+    if (*revoked) {
+      LOG(WARNING) << "event=revoked_certificate site=" << name;
+      return absl::PermissionDeniedError(
+          absl::StrCat("the certificate of '", name, "' is revoked"));
+    }
+  }
+  return name;
+}
+
 absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std::string& key,
                                       const std::string& ca) {
   auto read = [](const std::string& path, std::string* out) -> absl::Status {
@@ -571,6 +590,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   s.coordinator = coordinator;
   s.store = store;
   s.tls = tls.has_value();
+  if (tls && !tls->revocation_list_path.empty()) {
+    ASSIGN_OR_RETURN(s.revocations,
+                     RevocationFile::Open(tls->revocation_list_path, tls->ca_certificate_pem));
+  }
   s.wait_round_seconds = wait_round_seconds;
   s.long_polls = std::make_unique<RoundLongPolls>(coordinator);
   s.federation = std::make_unique<Services::FederationImpl>(&s);

@@ -23,6 +23,9 @@ struct TlsFiles {
   std::string certificate_pem;
   std::string private_key_pem;
   std::string ca_certificate_pem;
+  // The CA's revocation list (a CRL file); empty: no certificate is revoked. It is read again
+  // whenever it changes, so a revocation takes effect without a restart.
+  std::string revocation_list_path;
 };
 
 // Reads the three PEM files, with errors that name the file.
@@ -32,7 +35,8 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const std::string& certificate, const std:
 class CoordinatorServer {
  public:
   // Serves on `listen` ("host:port"; port 0 picks one). With `tls`, every client must present
-  // a certificate from the same CA (the site's name is its certificate's common name); without
+  // a certificate from the same CA (the site's name is its certificate's common name) that
+  // is not on the revocation list (PERMISSION_DENIED if it is); without
   // it (insecure mode), `listen` must be a loopback address and the site's name is read from
   // the "x-splitfed-site" request header. An empty `listen` opens no port at all: the server is
   // then reachable only through InProcessChannel() (the simulator's transport).

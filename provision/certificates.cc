@@ -13,34 +13,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "provision/openssl_handles.h"
 #include "status/status_macros.h"
 
 namespace splitfed {
 namespace {
 
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using Key = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using Cert = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using Bio = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtx = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
-
-// The most recent OpenSSL error as text, and clears the queue.
-std::string OpenSslError() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "unknown OpenSSL error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof(buffer));
-  return buffer;
-}
-
-absl::Status Fail(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", OpenSslError()));
-}
+using openssl_handles::Bio;
+using openssl_handles::Cert;
+using openssl_handles::Fail;
+using openssl_handles::Key;
+using openssl_handles::ParseCertificate;
+using openssl_handles::ParseKey;
+using openssl_handles::Store;
+using openssl_handles::StoreCtx;
 
 std::string ToPem(X509* cert) {
   Bio bio(BIO_new(BIO_s_mem()));
@@ -56,20 +42,6 @@ std::string ToPem(EVP_PKEY* key) {
   char* data = nullptr;
   const long size = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, size);
-}
-
-absl::StatusOr<Cert> ParseCertificate(const std::string& pem) {
-  Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return absl::InvalidArgumentError("not a PEM certificate: " + OpenSslError());
-  return cert;
-}
-
-absl::StatusOr<Key> ParseKey(const std::string& pem) {
-  Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  Key key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  if (!key) return absl::InvalidArgumentError("not a PEM private key: " + OpenSslError());
-  return key;
 }
 
 absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {

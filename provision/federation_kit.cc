@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "provision/certificates.h"
+#include "provision/revocation.h"
 #include "status/status_macros.h"
 
 namespace splitfed {
@@ -61,6 +63,8 @@ std::string CoordinatorToml(const KitOptions& o) {
       "database = \"coordinator.db\"\n", "checkpoints = \"checkpoints\"\n",
       "# Only these certificate names may join.\n", "enrolled_sites = ", TomlList(o.sites),
       "\n\n", TlsSection("coordinator"),
+      "# Certificates revoked by `splitfed provision --revoke` (read again when it changes).\n",
+      "revocation_list = \"revoked.crl\"\n",
       "\n# /metrics (Prometheus) and the dashboard (its URL with an access token is printed at\n"
       "# start). Off unless a listen address is given; keep it on loopback or a monitoring\n"
       "# network.\n# [monitor]\n# listen = \"127.0.0.1:9464\"\n");
@@ -73,6 +77,41 @@ std::string ClientToml(const KitOptions& o, const std::string& stem, const std::
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> RevokeSite(const std::string& kit_dir,
+                                                    const std::string& site) {
+  RETURN_IF_ERROR(ValidateSiteName(site));
+  const fs::path kit(kit_dir);
+  auto read = [](const fs::path& path, bool required) -> absl::StatusOr<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      if (!required) return std::string();
+      return absl::NotFoundError(absl::StrCat(path.string(), ": cannot read"));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  PemPair ca;
+  ASSIGN_OR_RETURN(ca.certificate, read(kit / "ca" / "ca.crt", true));
+  ASSIGN_OR_RETURN(ca.private_key, read(kit / "ca" / "ca.key", true));
+  ASSIGN_OR_RETURN(const std::string certificate, read(kit / "sites" / site / "site.crt", true));
+  ASSIGN_OR_RETURN(const std::string current, read(kit / "ca" / "revoked.crl", false));
+  ASSIGN_OR_RETURN(const std::string revoked, RevokeCertificate(ca, current, certificate));
+  // The coordinator may be reading the list: each copy is replaced whole, never rewritten.
+  std::vector<std::string> written;
+  for (const fs::path& dir : {kit / "ca", kit / "coordinator"}) {
+    if (!fs::is_directory(dir)) continue;
+    const fs::path target = dir / "revoked.crl";
+    const fs::path temporary = dir / "revoked.crl.tmp";
+    RETURN_IF_ERROR(WriteFile(temporary, revoked, false));
+    std::error_code ec;
+    fs::rename(temporary, target, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat(target.string(), ": ", ec.message()));
+    written.push_back(target.string());
+  }
+  return written;
+}
 
 absl::Status ValidateSiteName(const std::string& name) {
   auto bad = [&](const std::string& why) {
@@ -133,6 +172,9 @@ absl::Status ProvisionFederation(const KitOptions& o) {
                          "coordinator.toml");
       !s.ok())
     return s;
+  ASSIGN_OR_RETURN(const std::string no_revocations, EmptyRevocationList(ca));
+  RETURN_IF_ERROR(WriteFile(out / "ca" / "revoked.crl", no_revocations, false));
+  RETURN_IF_ERROR(WriteFile(out / "coordinator" / "revoked.crl", no_revocations, false));
 
   for (const std::string& site : o.sites) {
     CertificateRequest request;

@@ -9,7 +9,7 @@ cleanup() {
   local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [[ $status -ne 0 ]]; then  # whatever failed, show what each process said
-    for log in coordinator.out coordinator.log a.out a.log b.out b.log; do
+    for log in coordinator.out coordinator.log a.out a.log b.out b.log c.out c.log; do
       [[ -f "$work/$log" ]] && { echo "--- $log (last 30 lines)"; tail -n 30 "$work/$log"; }
     done
   fi
@@ -18,7 +18,16 @@ cleanup() {
 trap cleanup EXIT
 cd "$work"
 
-"$splitfed" provision --out kit --sites a,b > /dev/null
+"$splitfed" provision --out kit --sites a,b,c > /dev/null
+# Site c's certificate is revoked before the run: the CA's list and the coordinator kit's
+# copy are both re-signed; revoking it again is refused.
+"$splitfed" provision --out kit --revoke c > revoke.out
+grep -q "revoked the certificate of site c" revoke.out && grep -q "kit/coordinator/revoked.crl" revoke.out \
+  || { echo "provision --revoke said:"; cat revoke.out; exit 1; }
+if "$splitfed" provision --out kit --revoke c > again.out 2>&1; then
+  echo "a second revocation of c was accepted"; cat again.out; exit 1
+fi
+grep -q "is already revoked" again.out || { echo "second revocation:"; cat again.out; exit 1; }
 
 # A typo in coordinator.toml's [method] (the schema experiment files share) stops the
 # coordinator before it serves, with the key's full name.
@@ -31,7 +40,7 @@ fi
 grep -q "typo.toml: method.refinment: unknown key" typo.out \
   || { echo "the unknown key was not named:"; cat typo.out; exit 1; }
 "$splitfed" coordinator --config kit/coordinator/coordinator.toml --listen 127.0.0.1:0 \
-  --rounds 2 --image-size 32 > coordinator.out 2> coordinator.log &
+  --rounds 2 --min-sites 2 --image-size 32 > coordinator.out 2> coordinator.log &
 pids+=($!)
 port=""
 for _ in $(seq 100); do
@@ -49,6 +58,13 @@ pids+=($!)
 "$splitfed" client --config kit/sites/b/site.toml --phantom 20 --seed 2 \
   --coordinator "127.0.0.1:$port" > b.out 2> b.log &
 pids+=($!)
+# The revoked site is refused by name and gives up at once (no retries against a refusal).
+if timeout 60 "$splitfed" client --config kit/sites/c/site.toml --phantom 20 --seed 3 \
+  --coordinator "127.0.0.1:$port" > c.out 2> c.log; then
+  echo "revoked site c was let in"; cat c.out c.log; exit 1
+fi
+grep -q "the certificate of 'c' is revoked" c.out c.log \
+  || { echo "site c was not told it is revoked:"; cat c.out c.log; exit 1; }
 "$splitfed" status --config kit/admin/admin.toml --coordinator "127.0.0.1:$port" --json \
   > status.json
 grep -q '"status": "running"' status.json || { echo "status did not report the run"; cat status.json; exit 1; }

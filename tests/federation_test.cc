@@ -25,9 +25,13 @@
 #include "split/trainer.h"
 #include "splitfed/v1/federation.grpc.pb.h"
 
+#include "tests/refusal.h"
 #include "tests/test_files.h"
+
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
@@ -112,6 +116,7 @@ class Federation : public ::testing::Test {
     auto tls = ReadTlsFiles((k / "coordinator.crt").string(), (k / "coordinator.key").string(),
                             (k / "ca.crt").string());
     ASSERT_TRUE(tls.ok()) << tls.status();
+    tls->revocation_list_path = (k / "revoked.crl").string();
     auto server = CoordinatorServer::Start(coordinator_.get(), store_.get(), "127.0.0.1:0", *tls);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -602,46 +607,93 @@ TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   coordinator_->Stop();
 }
 
-TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
-  StartCoordinator(SmallRun({"a", "b"}, 1));
+// Every way a certificate can be wrong, each against a live mTLS handshake, with the exact
+// status a site sees. A handshake OpenSSL refuses never reaches the service: the call sees no
+// server (UNAVAILABLE, with nothing more said to a stranger). Certificates that pass the
+// handshake but name no enrolled site, or are revoked, reach the service and are refused by
+// name (PERMISSION_DENIED). The enrolled sites then run to the end.
+TEST_F(Federation, EachBadCertificateGetsItsExactStatusAndTheEnrolledSitesStillFinish) {
+  RunOptions options = SmallRun({"a", "b", "c"}, 1);
+  options.min_sites = 2;  // "c" is revoked below and never trains
+  options.round_open_wait_seconds = 0.2;
+  StartCoordinator(options);
   const std::string address = "127.0.0.1:" + std::to_string(server_->port());
-  auto join = [&](std::shared_ptr<grpc::ChannelCredentials> credentials) {
-    auto stub = v1::Federation::NewStub(grpc::CreateChannel(address, credentials));
+  const fs::path kit = dir_ / "kit";
+  const std::string ca = ReadText(kit / "ca/ca.crt");
+  const PemPair ca_pair{ca, ReadText(kit / "ca/ca.key")};
+  auto site_pair = [&](const std::string& site) {
+    return PemPair{ReadText(kit / "sites" / site / "site.crt"),
+                   ReadText(kit / "sites" / site / "site.key")};
+  };
+  auto issue = [&](const PemPair& by, CertificateRequest request) {
+    absl::StatusOr<PemPair> pair = IssueCertificate(by, request);
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    return pair.ok() ? *pair : PemPair{};
+  };
+  auto as_site = [](const std::string& name) {
+    CertificateRequest r;
+    r.common_name = name;
+    r.organizational_unit = "site";
+    return r;
+  };
+  // "c" is revoked while the coordinator runs: the list is read again, no restart.
+  absl::StatusOr<std::vector<std::string>> revoked = RevokeSite(kit.string(), "c");
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_EQ(revoked->size(), 2u) << "the CA's list and the coordinator kit's copy";
+
+  const PemPair rogue_ca = *MakeCertificateAuthority("rogue", 10);
+  CertificateRequest expired = as_site("b");
+  expired.not_before_offset_days = -30;
+  expired.valid_days = 10;
+  CertificateRequest not_yet_valid = as_site("b");
+  not_yet_valid.not_before_offset_days = 5;
+  CertificateRequest server_only = as_site("b");
+  server_only.role = CertificateRole::kServer;  // serverAuth, no clientAuth
+  const PemPair self_signed = *MakeCertificateAuthority("a", 10);
+
+  struct Case {
+    std::string name;
+    std::optional<PemPair> credentials;  // none: no client certificate at all
+    grpc::StatusCode expected;
+    std::string says;  // in the error message, when the service itself refuses
+  };
+  const std::vector<Case> cases = {
+      {"valid certificate of an enrolled site (control)", site_pair("a"), grpc::StatusCode::OK,
+       ""},
+      {"no certificate", std::nullopt, grpc::StatusCode::UNAVAILABLE, ""},
+      {"self-signed, enrolled name", self_signed, grpc::StatusCode::UNAVAILABLE, ""},
+      {"another CA, enrolled name", issue(rogue_ca, as_site("a")), grpc::StatusCode::UNAVAILABLE,
+       ""},
+      {"expired", issue(ca_pair, expired), grpc::StatusCode::UNAVAILABLE, ""},
+      {"not yet valid", issue(ca_pair, not_yet_valid), grpc::StatusCode::UNAVAILABLE, ""},
+      {"wrong key for the certificate",
+       PemPair{site_pair("a").certificate, site_pair("b").private_key},
+       grpc::StatusCode::UNAVAILABLE, ""},
+      {"the CA's own certificate as a leaf", ca_pair, grpc::StatusCode::UNAVAILABLE, ""},
+      {"no clientAuth usage", issue(ca_pair, server_only), grpc::StatusCode::UNAVAILABLE, ""},
+      {"valid, name not enrolled", site_pair("d"), grpc::StatusCode::PERMISSION_DENIED,
+       "'d' is not enrolled"},
+      {"revoked", site_pair("c"), grpc::StatusCode::PERMISSION_DENIED,
+       "the certificate of 'c' is revoked"},
+  };
+  for (const Case& c : cases) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca;
+    if (c.credentials) {
+      ssl.pem_private_key = c.credentials->private_key;
+      ssl.pem_cert_chain = c.credentials->certificate;
+    }
+    auto stub = v1::Federation::NewStub(grpc::CreateChannel(address, grpc::SslCredentials(ssl)));
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::JoinRequest request;
+    request.set_num_images(16);
     v1::JoinReply reply;
-    return stub->Join(&context, v1::JoinRequest(), &reply);
-  };
-  const std::string ca = ReadText(dir_ / "kit/ca/ca.crt");
-  // 1. No client certificate at all.
-  grpc::SslCredentialsOptions no_cert;
-  no_cert.pem_root_certs = ca;
-  // A refused handshake never reaches the service: the call sees no server (UNAVAILABLE).
-  EXPECT_EQ(join(grpc::SslCredentials(no_cert)).error_code(), grpc::StatusCode::UNAVAILABLE);
-  // 2. A certificate from another CA, with an enrolled name.
-  const PemPair rogue_ca = *MakeCertificateAuthority("rogue", 10);
-  CertificateRequest as_a;
-  as_a.common_name = "a";
-  const PemPair rogue = *IssueCertificate(rogue_ca, as_a);
-  grpc::SslCredentialsOptions rogue_options{ca, rogue.private_key, rogue.certificate};
-  EXPECT_EQ(join(grpc::SslCredentials(rogue_options)).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
-  // 3. A valid certificate whose name is not enrolled in this run ("d" is in the kit).
-  const fs::path d = dir_ / "kit/sites/d";
-  grpc::SslCredentialsOptions unenrolled{ca, ReadText(d / "site.key"), ReadText(d / "site.crt")};
-  const grpc::Status refused = join(grpc::SslCredentials(unenrolled));
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
-  EXPECT_NE(refused.error_message().find("'d' is not enrolled"), std::string::npos);
-  // 4. An expired certificate from the right CA.
-  PemPair ca_pair{ca, ReadText(dir_ / "kit/ca/ca.key")};
-  CertificateRequest old;
-  old.common_name = "b";
-  old.not_before_offset_days = -30;
-  old.valid_days = 10;
-  const PemPair expired = *IssueCertificate(ca_pair, old);
-  grpc::SslCredentialsOptions expired_options{ca, expired.private_key, expired.certificate};
-  EXPECT_EQ(join(grpc::SslCredentials(expired_options)).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+    const grpc::Status status = stub->Join(&context, request, &reply);
+    EXPECT_EQ(status.error_code(), c.expected) << c.name << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find(c.says), std::string::npos)
+        << c.name << ": " << status.error_message();
+  }
 
   auto a = std::async(std::launch::async,
                       [this] { return SiteClient(SiteOptions("a", Phantoms(1, 16))).Run(); });
@@ -657,6 +709,8 @@ TEST_F(Federation, RefusesStrangersAndTheEnrolledSitesStillFinish) {
 
 namespace splitfed {
 namespace {
+
+using test_refusal::Refused;
 
 // A site driven message by message, to break the protocol on purpose.
 class RawSite {
@@ -792,7 +846,8 @@ TEST_F(Federation, ParkedWaitRoundCallsEndOnTheirLongPollOrAtShutdown) {
   const auto shutdown = std::chrono::steady_clock::now();
   server_->Shutdown();
   ASSERT_EQ(parked.wait_for(20s), std::future_status::ready);
-  EXPECT_FALSE(parked.get().ok());
+  const grpc::Status ended = parked.get();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - shutdown, 15s);
 }
 
@@ -999,11 +1054,13 @@ TEST(RoundRecorder, HistoryFailuresFailTheRunLivenessFailuresDoNot) {
   sqlite3_close(raw);
 
   recorder->SiteSeen("a", 10, false);  // logged; nothing to assert but that it returns
-  EXPECT_FALSE(recorder->RoundStarted(2).ok()) << "a round the store cannot record fails";
+  EXPECT_TRUE(Refused(recorder->RoundStarted(2), absl::StatusCode::kInternal, "starting a round"))
+      << "a round the store cannot record fails";
   RoundClosing round2;
   round2.round = 2;
-  EXPECT_FALSE(recorder->RoundClosed(round2, true).ok());
-  EXPECT_FALSE(recorder->RunFinished().ok());
+  EXPECT_TRUE(Refused(recorder->RoundClosed(round2, true), absl::StatusCode::kInternal,
+                      "finishing a round"));
+  EXPECT_TRUE(Refused(recorder->RunFinished(), absl::StatusCode::kInternal, "finishing a run"));
   const absl::Status why = absl::InternalError("the aggregation failed");
   EXPECT_EQ(recorder->RunFailed(why), why) << "the run's own error wins over the store's";
 
