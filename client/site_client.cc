@@ -145,6 +145,7 @@ struct SiteClient::Impl {
     Active active(this, &context);
     v1::JoinRequest request;
     request.set_num_images(train.size());
+    request.set_num_validation_images(validation.size());
     v1::JoinReply reply;
     grpc::Status s = federation->Join(&context, request, &reply);
     if (!s.ok()) return FromGrpcStatus(s, "join");

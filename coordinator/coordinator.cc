@@ -62,32 +62,6 @@ absl::StatusOr<SplitMode> ParseSplitMode(const std::string& text) {
 
 const char* SplitModeName(SplitMode mode) { return mode == SplitMode::kV2 ? "sflv2" : "sflv1"; }
 
-absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission) {
-  // The scalars weigh the site in some aggregation rules: nonsense is refused here, not there.
-  auto in_range = [](double v, double lo, double hi) {
-    return std::isfinite(v) && v >= lo && v <= hi;
-  };
-  // A training objective may be negative (SplitFed-CL's learned weights add ½·s terms); the
-  // validation loss is a plain segmentation loss and weighs sites in QA-SplitFed.
-  if (!in_range(submission.train_loss, -1e12, 1e12) ||
-      !in_range(submission.validation_loss, 0, 1e12))
-    return absl::InvalidArgumentError(absl::StrCat(
-        "site '", site, "' reports losses ", submission.train_loss, " (training) and ",
-        submission.validation_loss,
-        " (validation); both must be finite and the validation loss >= 0"));
-  if (!in_range(submission.validation_dice, 0, 1) || !in_range(submission.reliability, 0, 1) ||
-      !in_range(submission.boundary_noise, 0, 1))
-    return absl::InvalidArgumentError(absl::StrCat(
-        "site '", site, "' reports validation Dice ", submission.validation_dice,
-        ", reliability ", submission.reliability, " and boundary noise ",
-        submission.boundary_noise, "; all must lie in [0, 1]"));
-  if (!in_range(submission.teacher_loss, 0, 1e12))
-    return absl::InvalidArgumentError(absl::StrCat("site '", site, "' reports teacher loss ",
-                                                   submission.teacher_loss,
-                                                   "; it must be finite and >= 0"));
-  return absl::OkStatus();
-}
-
 absl::Status RunOptions::Validate() const {
   auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
   if (rounds < 1) return bad(absl::StrCat("rounds must be at least 1, got ", rounds));
@@ -370,16 +344,21 @@ absl::Status Coordinator::RestoreState(const NamedTensors& tensors,
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::Join(const std::string& site, int64_t num_images) {
+absl::Status Coordinator::Join(const std::string& site, int64_t num_images,
+                               int64_t num_validation_images) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (std::find(options_.enrolled_sites.begin(), options_.enrolled_sites.end(), site) ==
       options_.enrolled_sites.end())
     return absl::PermissionDeniedError(
         absl::StrCat("site '", site, "' is not enrolled in run ", run_id()));
-  if (num_images < 0)
-    return absl::InvalidArgumentError(absl::StrCat("image count ", num_images, " is negative"));
+  if (num_images < 0 || num_validation_images < 0)
+    return absl::InvalidArgumentError(absl::StrCat("image counts ", num_images, " and ",
+                                                   num_validation_images, " must be >= 0"));
   SiteState& s = sites_[site];
-  if (num_images > 0) s.num_images = num_images;
+  if (num_images > 0) {  // 0: not loaded yet, the counts come with the next join
+    s.num_images = num_images;
+    s.num_validation_images = num_validation_images;
+  }
   s.connected = true;
   s.joined = true;
   s.last_seen = std::chrono::steady_clock::now();
@@ -493,14 +472,67 @@ absl::StatusOr<std::shared_ptr<Coordinator::Participant>> Coordinator::ActivePar
 absl::StatusOr<torch::Tensor> Coordinator::BodyCall(
     const std::string& site, int64_t round, const torch::Tensor& input,
     const std::vector<int64_t>& per_image_shape, const char* what,
-    absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&)) {
+    BodyWork work, absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&)) {
   RETURN_IF_ERROR(CheckBatchShape(input, per_image_shape, what));
+  RETURN_IF_ERROR(ChargeBodyWork(site, round, work, input.size(0)));
   RETURN_IF_ERROR(WaitForTurn(site, round));
   ASSIGN_OR_RETURN(auto p, ActiveParticipant(site, round));
   return TensorWorkResult(round, [&] {
     std::lock_guard<std::mutex> lock(*p->body_mutex);
     return Guarded(what, [&] { return ((*p->body).*call)(input); });
   });
+}
+
+absl::Status Coordinator::ChargeBodyWork(const std::string& site, int64_t round, BodyWork work,
+                                         int64_t images) {
+  absl::Status refused;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (round != round_) return absl::OkStatus();  // ActiveParticipant says why
+    auto p = participants_.find(site);
+    if (p == participants_.end()) return absl::OkStatus();
+    const SiteState& s = sites_[site];
+    // A site trains on each of its images once an epoch (SplitFed-CL's consistency term sends
+    // a perturbed copy beside each), asks the teacher once for each, and evaluates each
+    // validation image once (client/site_client.cc, colearning/site_objective.cc).
+    const int64_t views = options_.method.kind == MethodKind::kColearning &&
+                                  options_.method.consistency
+                              ? 2
+                              : 1;
+    int64_t budget = 0;
+    const char* kind = "";
+    switch (work) {
+      case BodyWork::kTrain:
+        budget = options_.local_epochs * s.num_images * views;
+        kind = "training";
+        break;
+      case BodyWork::kBackward:
+        budget = options_.local_epochs * s.num_images * views;
+        kind = "gradient";
+        break;
+      case BodyWork::kEvaluate:
+        budget = s.num_validation_images;
+        kind = "evaluation";
+        break;
+      case BodyWork::kTeacher:
+        budget = s.num_images;
+        kind = "teacher";
+        break;
+    }
+    int64_t& done = p->second->images_done[static_cast<int>(work)];
+    if (done + images <= budget) {
+      done += images;
+      return absl::OkStatus();
+    }
+    refused = absl::ResourceExhaustedError(absl::StrCat(
+        "site '", site, "' asked for ", done + images, " ", kind, " images in round ", round,
+        ", more than its declared ", s.num_images, " training and ", s.num_validation_images,
+        " validation images allow (", budget, "); it is left out of the round"));
+  }
+  LOG(WARNING) << "event=body_work_refused site=" << site << " round=" << round << " reason=\""
+               << refused.message() << "\"";
+  MarkFailed(site, round, std::string(refused.message()));
+  return refused;
 }
 
 absl::Status Coordinator::RunTensorWork(int64_t round, const std::function<void()>& work) {
@@ -544,12 +576,13 @@ bool Coordinator::RunQueuedTensorWork(std::unique_lock<std::mutex>& lock) {
 
 absl::StatusOr<torch::Tensor> Coordinator::Forward(const std::string& site, int64_t round,
                                                    const torch::Tensor& a1) {
-  return BodyCall(site, round, a1, shapes_.a1, "a1", &LocalBody::Forward);
+  return BodyCall(site, round, a1, shapes_.a1, "a1", BodyWork::kTrain, &LocalBody::Forward);
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Backward(const std::string& site, int64_t round,
                                                     const torch::Tensor& g2) {
-  return BodyCall(site, round, g2, shapes_.a2, "g2", &LocalBody::BackwardDeferringStep);
+  return BodyCall(site, round, g2, shapes_.a2, "g2", BodyWork::kBackward,
+                  &LocalBody::BackwardDeferringStep);
 }
 
 absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round) {
@@ -575,7 +608,7 @@ absl::Status Coordinator::FinishBodyStep(const std::string& site, int64_t round)
 
 absl::StatusOr<torch::Tensor> Coordinator::Evaluate(const std::string& site, int64_t round,
                                                     const torch::Tensor& a1) {
-  return BodyCall(site, round, a1, shapes_.a1, "a1", &LocalBody::Evaluate);
+  return BodyCall(site, round, a1, shapes_.a1, "a1", BodyWork::kEvaluate, &LocalBody::Evaluate);
 }
 
 absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int64_t round,
@@ -584,6 +617,7 @@ absl::StatusOr<torch::Tensor> Coordinator::Teacher(const std::string& site, int6
     return absl::FailedPreconditionError(absl::StrCat(
         "method '", options_.method.name(), "' has no teacher: TEACHER messages are refused"));
   RETURN_IF_ERROR(CheckBatchShape(a1, shapes_.a1, "a1"));
+  RETURN_IF_ERROR(ChargeBodyWork(site, round, BodyWork::kTeacher, a1.size(0)));
   if (auto p = ActiveParticipant(site, round); !p.ok()) return p.status();
   return TensorWorkResult(round, [&] {
     std::lock_guard<std::mutex> lock(teacher_mutex_);

@@ -3,6 +3,7 @@
 // too. Identity (the site name) is decided by the caller from the mTLS certificate.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -21,6 +22,7 @@
 #include "colearning/method.h"
 #include "coordinator/checkpointer.h"
 #include "coordinator/round_recorder.h"
+#include "coordinator/submission.h"
 #include "monitor/snapshot.h"
 #include "proto/tensor_codec.h"
 #include "split/model_state.h"
@@ -90,23 +92,6 @@ struct RoundTicket {
   bool distil = false;      // FedNoRo: the site was flagged noisy
 };
 
-struct SiteSubmission {
-  int64_t round = 0;
-  int64_t num_images = 0;
-  double train_loss = 0;
-  double validation_loss = 0;
-  double validation_dice = 0;
-  double reliability = 1.0;
-  double teacher_loss = 0;    // FedNoRo's noise statistic
-  double boundary_noise = 0;  // FedA3I's noise statistic
-  NamedTensors client_state;  // prefixed like RoundTicket::client_state
-  int64_t bytes_in = 0;
-};
-
-// Losses finite (the validation loss >= 0), validation Dice, reliability and boundary noise in
-// [0, 1]; the error names the site.
-absl::Status CheckSubmissionScalars(const std::string& site, const SiteSubmission& submission);
-
 class Coordinator {
  public:
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const RunOptions& options,
@@ -121,8 +106,10 @@ class Coordinator {
   ActivationShapes cut_shapes() const { return shapes_; }
 
   // A site joins (or rejoins). Refused if its name is not enrolled. `num_images` may be 0
-  // when the site has not loaded its data yet (it reports n_k with each update).
-  absl::Status Join(const std::string& site, int64_t num_images);
+  // when the site has not loaded its data yet (it reports n_k with each update). The counts
+  // bound what the body does for the site in a round (BodyWorkBudget).
+  absl::Status Join(const std::string& site, int64_t num_images,
+                    int64_t num_validation_images = 0);
   // A site asking for its round, without blocking (the server parks the call and asks again
   // on every WaitForChange): marks `site` as waiting and returns its ticket (or the finished
   // ticket), or nullopt if no round is open for it yet. A site that gives up waiting calls
@@ -196,8 +183,12 @@ class Coordinator {
   // overlaps other work (several sites), else the body's next call takes the step first.
   absl::Status FinishBodyStep(const std::string& site, int64_t round);
 
+  // The kinds of work the body does for a site, each with its own budget of images a round.
+  enum class BodyWork { kTrain, kBackward, kEvaluate, kTeacher };
+  static constexpr int kBodyWorkKinds = 4;
   struct SiteState {
     int64_t num_images = 0;
+    int64_t num_validation_images = 0;
     bool waiting = false;
     bool connected = false;
     int64_t bytes_in = 0;   // this round
@@ -217,6 +208,8 @@ class Coordinator {
     bool failed = false;
     std::string failure;
     SiteSubmission submission;
+    // Images the body has handled for the site this round, by kind of work (BodyWork).
+    std::array<int64_t, kBodyWorkKinds> images_done{};
   };
 
   // A round after it closed: who took part, and the sites' traffic counters at that moment.
@@ -268,11 +261,17 @@ class Coordinator {
                                                              std::unique_lock<std::mutex>& lock);
   absl::StatusOr<std::shared_ptr<Participant>> ActiveParticipant(const std::string& site,
                                                                 int64_t round);
-  // The data plane's common path: check the batch's shape, wait for the site's turn (SFLV2),
-  // then run `call` on the site's body under its lock, turning torch errors into statuses.
+  // Charges `images` of `work` to the site's round, or refuses (RESOURCE_EXHAUSTED) and marks
+  // the site failed for the round when that goes past what its declared image counts allow:
+  // a site cannot keep the body, or the tensor thread the sites share, busy without end.
+  absl::Status ChargeBodyWork(const std::string& site, int64_t round, BodyWork work,
+                              int64_t images);
+  // The data plane's common path: check the batch's shape, charge its images, wait for the
+  // site's turn (SFLV2), then run `call` on the site's body under its lock, turning torch
+  // errors into statuses.
   absl::StatusOr<torch::Tensor> BodyCall(
       const std::string& site, int64_t round, const torch::Tensor& input,
-      const std::vector<int64_t>& per_image_shape, const char* what,
+      const std::vector<int64_t>& per_image_shape, const char* what, BodyWork work,
       absl::StatusOr<torch::Tensor> (LocalBody::*call)(const torch::Tensor&));
   // RunTensorWork for a data-plane call that answers with a tensor.
   absl::StatusOr<torch::Tensor> TensorWorkResult(

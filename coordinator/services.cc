@@ -229,7 +229,7 @@ struct CoordinatorServer::Services {
                         v1::JoinReply* reply) {
       absl::StatusOr<std::string> site = s_->CallerName(context);
       if (!site.ok()) return ToGrpcStatus(site.status());
-      if (auto st = s_->coordinator->Join(*site, request.num_images()); !st.ok()) {
+      if (auto st = s_->coordinator->Join(*site, request.num_images(), request.num_validation_images()); !st.ok()) {
         LOG(WARNING) << "event=join_refused site=" << *site << " reason=\"" << st.message() << "\"";
         return ToGrpcStatus(st);
       }
@@ -348,27 +348,10 @@ struct CoordinatorServer::Services {
       void OnReadDone(bool ok) override {
         if (!ok) return Complete();
         bytes_ += chunk_.ByteSizeLong();
-        if (!has_scalars_) {
-          if (!chunk_.has_scalars())
-            return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                       "an update starts with its scalars"));
-          has_scalars_ = true;
-          const v1::UpdateScalars& sc = chunk_.scalars();
-          submission_.round = sc.round();
-          submission_.num_images = sc.num_images();
-          submission_.train_loss = sc.train_loss();
-          submission_.validation_loss = sc.validation_loss();
-          submission_.validation_dice = sc.validation_dice();
-          submission_.reliability = sc.reliability();
-          submission_.teacher_loss = sc.teacher_loss();
-          submission_.boundary_noise = sc.boundary_noise();
-          if (auto st = CheckSubmissionScalars(site_, submission_); !st.ok()) return Refuse(st);
-        } else {
-          if (!chunk_.has_state())
-            return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                       "after the scalars an update holds only state entries"));
-          if (auto st = DecodeStateEntry(chunk_.state(), &submission_.client_state); !st.ok())
-            return Refuse(st);
+        if (absl::Status st = reader_.Add(chunk_); !st.ok()) {
+          // Before valid scalars there is no round to mark failed: the stream is only refused.
+          if (!reader_.has_scalars()) return Finish(ToGrpcStatus(st));
+          return Refuse(st);
         }
         StartRead(&chunk_);
       }
@@ -379,23 +362,22 @@ struct CoordinatorServer::Services {
       void Refuse(const absl::Status& st) {
         LOG(WARNING) << "event=update_refused site=" << site_ << " reason=\"" << st.message()
                      << "\"";
-        s_->coordinator->MarkFailed(site_, submission_.round,
+        s_->coordinator->MarkFailed(site_, reader_.round(),
                                     absl::StrCat("update refused: ", st.message()));
         Finish(ToGrpcStatus(st));
       }
 
       // The stream ended: a whole update (unless the site went away on the way).
       void Complete() {
-        if (!has_scalars_)
-          return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                     "an update starts with its scalars"));
+        const int64_t round = reader_.round();
+        absl::StatusOr<SiteSubmission> submission = std::move(reader_).Finish();
+        if (!submission.ok()) return Finish(ToGrpcStatus(submission.status()));
         if (context_->IsCancelled()) {
-          s_->coordinator->MarkFailed(site_, submission_.round, "lost while sending its update");
+          s_->coordinator->MarkFailed(site_, round, "lost while sending its update");
           return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "site went away"));
         }
         s_->coordinator->CountBytes(site_, bytes_, 0);
-        const int64_t round = submission_.round;
-        if (auto st = s_->coordinator->Submit(site_, std::move(submission_)); !st.ok()) {
+        if (auto st = s_->coordinator->Submit(site_, *std::move(submission)); !st.ok()) {
           LOG(WARNING) << "event=update_refused site=" << site_ << " round=" << round
                        << " reason=\"" << st.message() << "\"";
           return Finish(ToGrpcStatus(st));
@@ -410,8 +392,7 @@ struct CoordinatorServer::Services {
       const std::string site_;
       v1::SubmitReply* reply_;
       v1::UpdateChunk chunk_;
-      SiteSubmission submission_;
-      bool has_scalars_ = false;
+      UpdateReader reader_{site_};
       int64_t bytes_ = 0;
     };
 

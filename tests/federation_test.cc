@@ -764,6 +764,24 @@ class RawSite {
     }
     return stream->Finish();
   }
+  // Sends `message` up to `times` times on one Split stream, reading each answer; returns the
+  // stream's final status and, in `answered`, how many were answered.
+  grpc::Status Flood(const v1::SplitMessage& message, int times, int* answered) {
+    grpc::ClientContext context;
+    Identify(context);
+    context.set_deadline(std::chrono::system_clock::now() + 30s);
+    auto stream = split_->Train(&context);
+    v1::SplitMessage reply;
+    *answered = 0;
+    for (int i = 0; i < times; ++i) {
+      if (!stream->Write(message) || !stream->Read(&reply)) break;
+      ++*answered;
+    }
+    stream->WritesDone();
+    while (stream->Read(&reply)) {
+    }
+    return stream->Finish();
+  }
   // Sends one good activation, reads the answer, then drops the connection.
   bool StartThenVanish(const v1::SplitMessage& message) {
     grpc::ClientContext context;
@@ -917,6 +935,47 @@ TEST_F(RawSiteFederation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
   }
   EXPECT_TRUE(c_left_out_of_round_1);
   EXPECT_TRUE(c_in_later_round);
+}
+
+// Site c declared 10 training images and the run has one local epoch: its sixth batch of two
+// is more training than it can have, so the body refuses it, c is left out of the round, and
+// the others finish it. A message past the size limit is refused before it is decoded.
+TEST_F(RawSiteFederation, AFloodingOrOversizedSiteIsCutOffAndTheOthersFinish) {
+  ASSERT_NO_FATAL_FAILURE(StartRoundOneWithRawC(1));
+  v1::SplitMessage oversized = Activation(1, torch::randn({2, 8, 16, 16}));
+  oversized.mutable_tensor()->mutable_data()->resize(kMaxMessageBytes + 1024);
+  const grpc::Status too_big = c_->SendOne(oversized);
+  EXPECT_EQ(too_big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << too_big.error_message();
+  EXPECT_NE(too_big.error_message().find("Received message larger than max"), std::string::npos)
+      << "the coordinator refused it on arrival: " << too_big.error_message();
+  oversized.Clear();
+
+  int answered = 0;
+  const grpc::Status flood = c_->Flood(Activation(1, torch::randn({2, 8, 16, 16})), 50, &answered);
+  EXPECT_EQ(answered, 5) << "10 images in batches of 2";
+  EXPECT_EQ(flood.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << flood.error_message();
+  EXPECT_NE(flood.error_message().find("asked for 12 training images in round 1"),
+            std::string::npos)
+      << flood.error_message();
+
+  ExpectRunFinishes(120s);
+  ExpectRealSitesFinished();
+  const auto rounds = *store_->Rounds(coordinator_->run_id());
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].state, "completed");
+  int included = 0;
+  const auto metrics = store_->Metrics(coordinator_->run_id());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  for (const SiteRoundMetrics& m : *metrics) {
+    if (m.site == "c") {
+      EXPECT_FALSE(m.included);
+      EXPECT_NE(m.note.find("training images"), std::string::npos) << m.note;
+    } else {
+      included += m.included;
+    }
+  }
+  EXPECT_EQ(included, 2);
 }
 
 TEST_F(RawSiteFederation, MalformedMessagesGetClearErrorsAndTheOthersCarryOn) {
