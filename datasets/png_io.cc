@@ -4,6 +4,7 @@
 
 #include <csetjmp>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -30,14 +31,37 @@ void OnPngError(png_structp png, png_const_charp message) {
 }
 void OnPngWarning(png_structp, png_const_charp) {}
 
+// Feeds libpng from a byte string; running past its end is a libpng error (longjmp).
+struct MemoryReader {
+  const std::string* bytes;
+  size_t offset;
+};
+
+void ReadFromMemory(png_structp png, png_bytep out, png_size_t length) {
+  auto* reader = static_cast<MemoryReader*>(png_get_io_ptr(png));
+  if (length > reader->bytes->size() - reader->offset) png_error(png, "file is truncated");
+  std::memcpy(out, reader->bytes->data() + reader->offset, length);
+  reader->offset += length;
+}
+
 }  // namespace
 
 absl::StatusOr<PngPixels> ReadPng(const std::string& path) {
   File file(std::fopen(path.c_str(), "rb"));
   if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot open for reading"));
-  png_byte signature[8] = {};
-  if (std::fread(signature, 1, 8, file.get()) != 8 || png_sig_cmp(signature, 0, 8) != 0)
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a PNG file"));
+  std::string bytes;
+  char chunk[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.append(chunk, n);
+  if (std::ferror(file.get()))
+    return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  return DecodePng(bytes, path);
+}
+
+absl::StatusOr<PngPixels> DecodePng(const std::string& bytes, const std::string& name) {
+  if (bytes.size() < 8 || png_sig_cmp(reinterpret_cast<png_const_bytep>(bytes.data()), 0, 8) != 0)
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not a PNG file"));
+  MemoryReader reader{&bytes, 8};
 
   ErrorSink sink;
   png_structp png =
@@ -51,10 +75,13 @@ absl::StatusOr<PngPixels> ReadPng(const std::string& path) {
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_read_struct(&png, &info, nullptr);
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": corrupt or unsupported PNG (", sink.message, ")"));
+        absl::StrCat(name, ": corrupt or unsupported PNG (", sink.message, ")"));
   }
-  png_init_io(png, file.get());
+  png_set_read_fn(png, &reader, ReadFromMemory);
   png_set_sig_bytes(png, 8);
+  // A header may claim any size; these bounds keep a hostile file from allocating gigabytes.
+  png_set_user_limits(png, kMaxPngSide, kMaxPngSide);
+  png_set_chunk_malloc_max(png, 64 << 20);
   png_read_info(png, info);
   const int color = png_get_color_type(png, info);
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -68,6 +95,12 @@ absl::StatusOr<PngPixels> ReadPng(const std::string& path) {
   out.height = png_get_image_height(png, info);
   out.channels = png_get_channels(png, info);
   out.bit_depth = png_get_bit_depth(png, info);
+  if (out.width * out.height * out.channels > kMaxPngValues) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", out.width, "x", out.height, "x",
+                                                   out.channels, " is larger than ",
+                                                   kMaxPngValues, " values"));
+  }
   const size_t row_bytes = png_get_rowbytes(png, info);
   buffer.resize(row_bytes * out.height);
   rows.resize(out.height);

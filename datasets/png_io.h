@@ -19,8 +19,14 @@ struct PngPixels {
   std::vector<uint16_t> values;
 };
 
+// The largest image a PNG may declare: each side, and width x height x channels in total.
+constexpr int64_t kMaxPngSide = 32768;
+constexpr int64_t kMaxPngValues = int64_t{1} << 28;
+
 // Errors name the file and say what is wrong with it.
 absl::StatusOr<PngPixels> ReadPng(const std::string& path);
+// The same from the file's bytes; `name` is used in errors.
+absl::StatusOr<PngPixels> DecodePng(const std::string& bytes, const std::string& name);
 
 // Writes an 8-bit single-channel PNG (e.g. a mask of class indices).
 absl::Status WriteGreyPng8(const std::string& path, const std::vector<uint8_t>& pixels,

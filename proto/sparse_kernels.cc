@@ -7,6 +7,7 @@
 #include "c10/util/Half.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SPLITFED_X86 1
 #endif
@@ -255,7 +256,10 @@ bool HasVectorKernels() {
 #ifdef SPLITFED_X86
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    // F16C is read from CPUID itself: clang's __builtin_cpu_supports does not know the name.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    return __builtin_cpu_supports("avx2") && f16c;
   }();
   return has;
 #else

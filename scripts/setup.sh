@@ -37,6 +37,8 @@ packages=(
   # Operations tests: `promtool check metrics` (prometheus), the dashboard in headless
   # chromium, and jq to read `splitfed status --json` in the shell tests.
   prometheus chromium jq
+  # Fuzzing (cmake -DSPLITFED_FUZZ=ON, scripts/fuzz.sh): clang with libFuzzer and its sanitizers.
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -369,7 +369,7 @@ std::vector<float> Activation(int64_t n, double zeros, std::mt19937& rng,
 
 std::vector<uint32_t> Bits(const float* v, int64_t n) {
   std::vector<uint32_t> b(n);
-  std::memcpy(b.data(), v, n * 4);
+  if (n > 0) std::memcpy(b.data(), v, n * 4);  // memcpy from null is undefined even for 0 bytes
   return b;
 }
 
