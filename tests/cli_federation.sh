@@ -3,20 +3,9 @@
 # two sites over mutual TLS, status, then segment with the final model. Every wait is bounded.
 set -euo pipefail
 splitfed="$1"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [[ $status -ne 0 ]]; then  # whatever failed, show what each process said
-    for log in coordinator.out coordinator.log a.out a.log b.out b.log c.out c.log; do
-      [[ -f "$work/$log" ]] && { echo "--- $log (last 30 lines)"; tail -n 30 "$work/$log"; }
-    done
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
+source "$(dirname "${BASH_SOURCE[0]}")/shell_helpers.sh"
+shell_test_begin cli_federation TERM 30 coordinator.out coordinator.log a.out a.log b.out b.log \
+  c.out c.log
 
 "$splitfed" provision --out kit --sites a,b,c > /dev/null
 # Site c's certificate is revoked before the run: the CA's list and the coordinator kit's
@@ -42,15 +31,7 @@ grep -q "typo.toml: method.refinment: unknown key" typo.out \
 "$splitfed" coordinator --config kit/coordinator/coordinator.toml --listen 127.0.0.1:0 \
   --rounds 2 --min-sites 2 --image-size 32 > coordinator.out 2> coordinator.log &
 pids+=($!)
-port=""
-for _ in $(seq 100); do
-  # The background job may not have opened coordinator.out yet: a failing sed would end the
-  # script under `set -e`, so a missing file reads as "not started yet".
-  port="$(sed -n 's/.*on port \([0-9]*\).*/\1/p' coordinator.out 2>/dev/null || true)"
-  [[ -n "$port" ]] && break
-  sleep 0.1
-done
-[[ -n "$port" ]] || { echo "coordinator did not start"; cat coordinator.log; exit 1; }
+wait_for_port coordinator.out
 
 "$splitfed" client --config kit/sites/a/site.toml --phantom 20 --seed 1 \
   --coordinator "127.0.0.1:$port" > a.out 2> a.log &

@@ -6,21 +6,9 @@
 set -euo pipefail
 splitfed="$1"
 out_dir="$(pwd)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [[ $status -ne 0 ]]; then
-    for log in coordinator.out coordinator.log a.log b.log metrics.txt promtool.out dom.html; do
-      [[ -f "$work/$log" ]] && { echo "--- $log (last 40 lines)"; tail -n 40 "$work/$log"; }
-    done
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-fail() { echo "cli_monitor: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/shell_helpers.sh"
+shell_test_begin cli_monitor TERM 40 coordinator.out coordinator.log a.log b.log metrics.txt \
+  promtool.out dom.html
 
 "$splitfed" provision --out kit --sites a,b > /dev/null
 rounds=5
@@ -28,8 +16,7 @@ rounds=5
   --monitor 127.0.0.1:0 --rounds "$rounds" --local-epochs 3 --image-size 32 \
   > coordinator.out 2> coordinator.log &
 pids+=($!)
-for _ in $(seq 150); do grep -q "on port" coordinator.out 2>/dev/null && break; sleep 0.1; done
-port="$(sed -n 's/.*on port \([0-9]*\).*/\1/p' coordinator.out)"
+wait_for_port coordinator.out
 monitor="$(sed -n 's|.*metrics at http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' coordinator.out)"
 token="$(sed -n 's|.*dashboard at http://127.0.0.1:[0-9]*/?token=\([0-9a-f]*\)$|\1|p' coordinator.out)"
 [[ -n "$port" && -n "$monitor" && -n "$token" ]] || fail "no ports or token: $(cat coordinator.out)"

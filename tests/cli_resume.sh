@@ -6,21 +6,9 @@
 # is bounded.
 set -euo pipefail
 splitfed="$1"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  if [[ $status -ne 0 ]]; then
-    for log in first.out first.log second.out second.log a.out a.log b.out b.log; do
-      [[ -f "$work/$log" ]] && { echo "--- $log (last 30 lines)"; tail -n 30 "$work/$log"; }
-    done
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-fail() { echo "cli_resume: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/shell_helpers.sh"
+# SIGKILL at the end too: a coordinator this test stops must not get to clean up either.
+shell_test_begin cli_resume 9 30 first.out first.log second.out second.log a.out a.log b.out b.log
 
 "$splitfed" provision --out kit --sites a,b > /dev/null
 config=kit/coordinator/coordinator.toml
@@ -32,15 +20,6 @@ status_json() {
 # Reads one number of run 1 from `splitfed status --json` (empty when nobody answers).
 run_field() {
   jq -r ".runs[] | select(.id == 1) | .$1" 2>/dev/null || true
-}
-wait_for_port() {  # $1: the coordinator's stdout
-  port=""
-  for _ in $(seq 150); do
-    port="$(sed -n 's/.*on port \([0-9]*\).*/\1/p' "$1" 2>/dev/null || true)"
-    [[ -n "$port" ]] && return 0
-    sleep 0.1
-  done
-  fail "the coordinator did not start ($1)"
 }
 
 # Two local epochs of 64 images make a round last about a second: long enough to be caught
