@@ -28,10 +28,8 @@ int main(int argc, char** argv) {
   const splitfed::SplitSpec split = splitfed::SplitSpec::Deep();
   torch::manual_seed(1);
   splitfed::SplitModel model = splitfed::MakeSplitModel(config, split);
-  splitfed::NamedTensors state;
-  for (auto [prefix, part] : {std::pair{"front.", model.front}, {"body.", model.body},
-                              {"back.", model.back}, {"teacher.", model.body}})
-    for (auto& [name, t] : splitfed::ExtractState(*part)) state[prefix + name] = t;
+  splitfed::NamedTensors state = splitfed::SplitModelState(model);
+  for (auto& [name, t] : splitfed::ExtractState(*model.body)) state["teacher." + name] = t;
   state[splitfed::kLossLogVariances] = torch::zeros({3});
   auto checkpointer = splitfed::Checkpointer::Create(folder.string(), false, config, split, 64);
   if (!checkpointer.ok()) {

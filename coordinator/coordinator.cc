@@ -20,6 +20,25 @@
 namespace splitfed {
 namespace {
 
+// A round's point on the monitor's plots: its traffic, and the included sites' mean
+// validation Dice and training loss.
+RoundPoint RoundPointOf(int64_t round, const std::vector<SiteRoundMetrics>& rows) {
+  RoundPoint p;
+  p.round = round;
+  for (const SiteRoundMetrics& m : rows) {
+    p.bytes += m.bytes_in + m.bytes_out;
+    if (!m.included) continue;
+    ++p.sites_included;
+    p.mean_validation_dice += m.validation_dice.value_or(0);
+    p.mean_train_loss += m.train_loss.value_or(0);
+  }
+  if (p.sites_included > 0) {
+    p.mean_validation_dice /= p.sites_included;
+    p.mean_train_loss /= p.sites_included;
+  }
+  return p;
+}
+
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -192,9 +211,9 @@ absl::Status Coordinator::ResumeRun(RunStore* store, const RunRecord& run) {
           "run ", run.id, " ('", run.name, "') completed round ", last->round,
           " without a resume state (its coordinator kept no checkpoints); start a new run "
           "with --new-run"));
-    ASSIGN_OR_RETURN(const NamedTensors state,
-                     Checkpointer::LoadResumeState(last->resume_path, last->resume_sha256,
-                                                   last->round));
+    ASSIGN_OR_RETURN(
+        const NamedTensors state,
+        Checkpointer::LoadResumeState(last->resume_path, last->resume_sha256, last->round));
     RETURN_IF_ERROR(RestoreState(state, last->resume_json));
     last_completed_round_ = last->round;
   }
@@ -211,24 +230,11 @@ absl::Status Coordinator::ResumeRun(RunStore* store, const RunRecord& run) {
 void Coordinator::LoadHistory(RunStore* store, int64_t run_id) {
   absl::StatusOr<std::vector<SiteRoundMetrics>> rows = store->Metrics(run_id);
   if (!rows.ok()) return;  // the plots start at the resume; nothing else depends on them
-  std::map<int64_t, RoundPoint> rounds;
-  for (const SiteRoundMetrics& m : *rows) {
-    if (m.round > last_completed_round_) continue;
-    RoundPoint& p = rounds[m.round];
-    p.round = m.round;
-    p.bytes += m.bytes_in + m.bytes_out;
-    if (!m.included) continue;
-    ++p.sites_included;
-    p.mean_validation_dice += m.validation_dice.value_or(0);
-    p.mean_train_loss += m.train_loss.value_or(0);
-  }
-  for (auto& [round, p] : rounds) {
-    if (p.sites_included > 0) {
-      p.mean_validation_dice /= p.sites_included;
-      p.mean_train_loss /= p.sites_included;
-    }
-    history_.push_back(p);
-  }
+  std::map<int64_t, std::vector<SiteRoundMetrics>> by_round;
+  for (SiteRoundMetrics& m : *rows)
+    if (m.round <= last_completed_round_) by_round[m.round].push_back(std::move(m));
+  for (const auto& [round, round_rows] : by_round)
+    history_.push_back(RoundPointOf(round, round_rows));
 }
 
 MonitorSnapshot Coordinator::Snapshot() const {
@@ -282,10 +288,7 @@ absl::Status Coordinator::EndRun(const std::string& state, absl::Status result) 
 }
 
 NamedTensors Coordinator::ResumeTensorsLocked() {
-  NamedTensors state;
-  for (const auto& [prefix, part] : {std::pair{"front.", global_.front},
-                                     {"body.", global_.body}, {"back.", global_.back}})
-    for (auto& [name, t] : ExtractState(*part)) state[prefix + name] = t;
+  NamedTensors state = SplitModelState(global_);
   for (const auto& [name, t] : extra_state_) state[name] = t.clone();
   std::lock_guard<std::mutex> lock(teacher_mutex_);
   if (teacher_body_)
@@ -313,8 +316,8 @@ absl::Status Coordinator::RestoreState(const NamedTensors& tensors,
     if (dot == std::string::npos) return lost(absl::StrCat("unexpected entry '", name, "'"));
     parts[name.substr(0, dot + 1)][name.substr(dot + 1)] = t;
   }
-  for (auto [prefix, part] : {std::pair{"front.", global_.front},
-                              {"body.", global_.body}, {"back.", global_.back}})
+  for (auto [prefix, part] : {std::pair{kFrontPrefix, global_.front},
+                              {kBodyPrefix, global_.body}, {kBackPrefix, global_.back}})
     if (auto s = LoadState(*part, parts[prefix]); !s.ok()) return lost(std::string(s.message()));
   for (auto& [name, t] : extra_state_) {
     auto it = tensors.find(name);
@@ -1052,11 +1055,8 @@ absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
   closing.sites = RoundMetrics(round, closed, weights, completed);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    RoundPoint point;
-    point.round = round;
     for (const SiteRoundMetrics& m : closing.sites) {
       SiteState& site = sites_[m.site];
-      point.bytes += m.bytes_in + m.bytes_out;
       if (!m.train_loss) {  // did not submit: left out
         ++site.failures_total;
         continue;
@@ -1067,20 +1067,14 @@ absl::Status Coordinator::RecordRound(int64_t round, const ClosedRound& closed,
       if (!m.included) continue;
       site.aggregation_weight = m.aggregation_weight;
       ++site.rounds_included;
-      ++point.sites_included;
-      point.mean_validation_dice += *m.validation_dice;
-      point.mean_train_loss += *m.train_loss;
     }
     if (completed) {
+      RoundPoint point = RoundPointOf(round, closing.sites);
       point.duration_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - round_opened_at_)
               .count();
       round_seconds_sum_ += point.duration_seconds;
       ++round_seconds_count_;
-      if (point.sites_included > 0) {
-        point.mean_validation_dice /= point.sites_included;
-        point.mean_train_loss /= point.sites_included;
-      }
       history_.push_back(point);
     }
   }

@@ -21,9 +21,7 @@ absl::Status SaveModelFile(const std::string& path, const UNetConfig& c, const S
     archive.write("meta", torch::tensor({kFormatVersion, c.in_channels, c.num_classes,
                                          c.base_width, c.depth, split.front_units,
                                          split.back_units, image_height, image_width}));
-    for (const auto& [prefix, part] :
-         {std::pair{"front.", model.front}, {"body.", model.body}, {"back.", model.back}})
-      for (const auto& [name, t] : ExtractState(*part)) archive.write(prefix + name, t);
+    for (const auto& [name, t] : SplitModelState(model)) archive.write(name, t);
     // Write to a temporary name and rename, so a crash never leaves half a model file.
     const std::string tmp = path + ".tmp";
     archive.save_to(tmp);
@@ -55,8 +53,8 @@ absl::StatusOr<ModelFile> LoadModelFile(const std::string& path) {
     if (auto s = CutShapes(file.config, file.split, file.image_height, file.image_width); !s.ok())
       return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.status().message()));
     file.model = MakeSplitModel(file.config, file.split);
-    for (auto [prefix, part] : {std::pair{"front.", file.model.front},
-                                {"body.", file.model.body}, {"back.", file.model.back}}) {
+    for (auto [prefix, part] : {std::pair{kFrontPrefix, file.model.front},
+                                {kBodyPrefix, file.model.body}, {kBackPrefix, file.model.back}}) {
       NamedTensors state;
       for (const auto& [name, unused] : ExtractState(*part)) {
         torch::Tensor t;

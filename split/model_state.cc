@@ -48,6 +48,12 @@ NamedTensors ClientPartsState(const SplitModel& model) {
   return out;
 }
 
+NamedTensors SplitModelState(const SplitModel& model) {
+  NamedTensors out = ClientPartsState(model);
+  for (auto& [name, t] : ExtractState(*model.body)) out[kBodyPrefix + name] = t;
+  return out;
+}
+
 void SplitClientPartsState(const NamedTensors& state, NamedTensors* front, NamedTensors* back) {
   for (const auto& [name, t] : state) {
     if (absl::StartsWith(name, kFrontPrefix)) (*front)[name.substr(sizeof(kFrontPrefix) - 1)] = t;

@@ -29,11 +29,15 @@ absl::Status LoadState(torch::nn::Module& module, const NamedTensors& state);
 // What travels between the coordinator and a site each round: the client parts' entries,
 // named by part, and SplitFed-CL's learned loss weights (s_rel, s_unrel, s_cons) beside them.
 inline constexpr char kFrontPrefix[] = "front.";
+inline constexpr char kBodyPrefix[] = "body.";
 inline constexpr char kBackPrefix[] = "back.";
 inline constexpr char kLossLogVariances[] = "loss.log_variances";
 
 // The front's and back's state, each name prefixed by its part.
 NamedTensors ClientPartsState(const SplitModel& model);
+// The whole model's: the front's, the body's and the back's, each prefixed by its part (what
+// model files and resume files hold).
+NamedTensors SplitModelState(const SplitModel& model);
 
 // The prefixed entries of `state` sorted into the front's and the back's (prefix removed);
 // other entries (the loss weights) belong to neither and are skipped.
