@@ -28,7 +28,6 @@
 #include "client/site_client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
-#include "datasets/phantom.h"
 #include "provision/federation_kit.h"
 #include "store/run_store.h"
 
@@ -133,15 +132,7 @@ int main(int argc, char** argv) {
     o.tls = ClientTls{ReadText(k / "site.crt"), ReadText(k / "site.key"), ReadText(k / "ca.crt"), ""};
     o.max_reconnects = 3;
     o.initial_backoff_seconds = 0.2;
-    o.load_data = [seed = i + 1, images](const DataRequest& r) {
-      PhantomOptions p;
-      p.count = images;
-      p.height = r.height;
-      p.width = r.width;
-      p.num_classes = r.num_classes;
-      p.seed = seed;
-      return GeneratePhantoms(p);
-    };
+    o.load_data = PhantomLoader(i + 1, images);
     clients.push_back(std::async(std::launch::async, [o = std::move(o)] {
       return SiteClient(o).Run();
     }));

@@ -281,15 +281,7 @@ void RunClient(const ClientFlags& f) {
   if (folder.empty() == (phantoms == 0))
     throw std::invalid_argument("give the site's data: --data DIR or --phantom N (not both)");
   o.load_data = [folder, phantoms, masks, seed](const DataRequest& r) {
-    if (phantoms > 0) {
-      PhantomOptions p;
-      p.count = phantoms;
-      p.height = r.height;
-      p.width = r.width;
-      p.num_classes = r.num_classes;
-      p.seed = seed;
-      return GeneratePhantoms(p);
-    }
+    if (phantoms > 0) return PhantomLoader(seed, phantoms)(r);
     FolderDatasetOptions d;
     d.root = folder;
     d.masks_dir = masks;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "colearning/site_objective.h"
+#include "datasets/phantom.h"
 #include "proto/grpc_status.h"
 #include "proto/method_codec.h"
 #include "proto/state_codec.h"
@@ -483,6 +484,18 @@ absl::StatusOr<SiteRunSummary> SiteClient::Run() {
     m.joined = joined;
   }
   return absl::CancelledError("stopped");
+}
+
+DataLoader PhantomLoader(uint64_t seed, int64_t count) {
+  return [seed, count](const DataRequest& r) {
+    PhantomOptions p;
+    p.count = count;
+    p.height = r.height;
+    p.width = r.width;
+    p.num_classes = r.num_classes;
+    p.seed = seed;
+    return GeneratePhantoms(p);
+  };
 }
 
 }  // namespace splitfed

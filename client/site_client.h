@@ -36,6 +36,9 @@ struct DataRequest {
 };
 using DataLoader = std::function<absl::StatusOr<SegmentationSet>(const DataRequest&)>;
 
+// `count` generated phantoms (datasets/phantom.h) from `seed`, at the run's size and classes.
+DataLoader PhantomLoader(uint64_t seed, int64_t count);
+
 // One local epoch as the site saw it: `seconds` runs from its first batch to its last.
 struct EpochReport {
   int64_t round = 0;

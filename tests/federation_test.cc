@@ -72,18 +72,6 @@ absl::StatusOr<RoundTicket> WaitForTicket(Coordinator& c, const std::string& sit
   }
 }
 
-DataLoader Phantoms(uint64_t seed, int64_t count) {
-  return [seed, count](const DataRequest& r) {
-    PhantomOptions p;
-    p.count = count;
-    p.height = r.height;
-    p.width = r.width;
-    p.num_classes = r.num_classes;
-    p.seed = seed;
-    return GeneratePhantoms(p);
-  };
-}
-
 class Federation : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -167,7 +155,7 @@ TEST_F(Federation, ThreeSitesLearnOverMutualTlsAndTheStoreKeepsTheRecord) {
   for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{
            {"a", 11}, {"b", 12}, {"c", 13}})
     sites.push_back(std::async(std::launch::async, [this, name = name, seed = seed] {
-      SiteClient client(SiteOptions(name, Phantoms(seed, 60)));
+      SiteClient client(SiteOptions(name, PhantomLoader(seed, 60)));
       return client.Run();
     }));
   ExpectRunFinishes(240s);
@@ -220,7 +208,7 @@ TEST_F(Federation, OneSiteOverGrpcEqualsInProcessSplitTraining) {
   options.local_epochs = 2;
   StartCoordinator(options);
   auto site = std::async(std::launch::async, [this] {
-    SiteClient client(SiteOptions("a", Phantoms(21, 24)));
+    SiteClient client(SiteOptions("a", PhantomLoader(21, 24)));
     return client.Run();
   });
   ExpectRunFinishes(120s);
@@ -275,7 +263,7 @@ TEST_F(Federation, SflV2TrainsOneBodySiteBySiteOverTheInProcessChannel) {
       SiteClientOptions o;
       o.channel = server_->InProcessChannel();
       o.insecure_site_name = name;
-      o.load_data = Phantoms(seed, 20);
+      o.load_data = PhantomLoader(seed, 20);
       o.max_reconnects = 3;
       o.initial_backoff_seconds = 0.05;
       return SiteClient(o).Run();
@@ -490,7 +478,7 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
       SiteClientOptions o;
       o.channel = server_->InProcessChannel(std::move(rec));
       o.insecure_site_name = name;
-      o.load_data = Phantoms(seed, 20);
+      o.load_data = PhantomLoader(seed, 20);
       o.max_reconnects = 3;
       o.initial_backoff_seconds = 0.05;
       o.on_reliability = [&](int64_t, const std::vector<double>&, const std::vector<bool>& ok) {
@@ -517,7 +505,7 @@ TEST_F(Federation, NoMessageASiteSendsCarriesAnImageAMaskOrATeacherOutput) {
   }();
   std::vector<std::string> image_rows;
   for (uint64_t seed : {41, 42}) {
-    SegmentationSet set = *Phantoms(seed, 20)({32, 32, 1, 4});
+    SegmentationSet set = *PhantomLoader(seed, 20)({32, 32, 1, 4});
     for (int64_t i = 0; i < set.size(); ++i) {
       const torch::Tensor row = set.images[i][0][16].contiguous();
       image_rows.emplace_back(static_cast<const char*>(row.data_ptr()), row.nbytes());
@@ -576,7 +564,7 @@ TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   SiteClientOptions o;
   o.channel = server_->InProcessChannel(std::move(rec));
   o.insecure_site_name = "a";
-  o.load_data = Phantoms(41, 12);
+  o.load_data = PhantomLoader(41, 12);
   o.heartbeat_seconds = 0.2;
   SiteClient client(o);
   auto site = std::async(std::launch::async, [&] { return client.Run(); });
@@ -696,9 +684,9 @@ TEST_F(Federation, EachBadCertificateGetsItsExactStatusAndTheEnrolledSitesStillF
   }
 
   auto a = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("a", Phantoms(1, 16))).Run(); });
+                      [this] { return SiteClient(SiteOptions("a", PhantomLoader(1, 16))).Run(); });
   auto b = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("b", Phantoms(2, 16))).Run(); });
+                      [this] { return SiteClient(SiteOptions("b", PhantomLoader(2, 16))).Run(); });
   ExpectRunFinishes(120s);
   EXPECT_TRUE(a.get().ok());
   EXPECT_TRUE(b.get().ok());
@@ -893,9 +881,9 @@ class RawSiteFederation : public Federation {
     ASSERT_TRUE(c_->Join().ok());
     auto round = std::async(std::launch::async, [this] { return c_->WaitRound(); });
     a_ = std::async(std::launch::async,
-                    [this] { return SiteClient(SiteOptions("a", Phantoms(1, 24))).Run(); });
+                    [this] { return SiteClient(SiteOptions("a", PhantomLoader(1, 24))).Run(); });
     b_ = std::async(std::launch::async,
-                    [this] { return SiteClient(SiteOptions("b", Phantoms(2, 24))).Run(); });
+                    [this] { return SiteClient(SiteOptions("b", PhantomLoader(2, 24))).Run(); });
     ASSERT_EQ(round.wait_for(60s), std::future_status::ready);
     ASSERT_EQ(round.get(), 1);
   }
@@ -914,7 +902,7 @@ TEST_F(RawSiteFederation, ASiteLostMidRoundIsLeftOutAndRejoinsTheNextRound) {
   EXPECT_TRUE(c_->StartThenVanish(Activation(1, torch::randn({2, 8, 16, 16}))));
   // A restarted c takes part in the rounds that follow.
   auto c_again = std::async(std::launch::async,
-                            [this] { return SiteClient(SiteOptions("c", Phantoms(3, 24))).Run(); });
+                            [this] { return SiteClient(SiteOptions("c", PhantomLoader(3, 24))).Run(); });
   ExpectRunFinishes(180s);
   ExpectRealSitesFinished();
   auto c_summary = c_again.get();
