@@ -48,20 +48,6 @@ double PeakRssMiB() {
   return usage.ru_maxrss / 1024.0;
 }
 
-double SecondsBetween(const std::string& a, const std::string& b) {
-  // The store's timestamps: "YYYY-MM-DDTHH:MM:SS.SSSZ" (UTC).
-  auto seconds = [](const std::string& t) {
-    std::tm tm{};
-    double fraction = 0;
-    std::sscanf(t.c_str(), "%d-%d-%dT%d:%d:%lf", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                &tm.tm_hour, &tm.tm_min, &fraction);
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return static_cast<double>(timegm(&tm)) + fraction;
-  };
-  return seconds(b) - seconds(a);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,7 +142,7 @@ int main(int argc, char** argv) {
   if (recorded.ok())
     for (const RoundRecord& r : *recorded) {
       completed += r.state == "completed";
-      durations.push_back(SecondsBetween(r.started_at, r.finished_at));
+      durations.push_back(SecondsBetween(r.started_at, r.finished_at).value_or(-1));
     }
   if (metrics.ok())
     for (const SiteRoundMetrics& m : *metrics) included += m.included;

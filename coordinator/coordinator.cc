@@ -233,8 +233,17 @@ void Coordinator::LoadHistory(RunStore* store, int64_t run_id) {
   std::map<int64_t, std::vector<SiteRoundMetrics>> by_round;
   for (SiteRoundMetrics& m : *rows)
     if (m.round <= last_completed_round_) by_round[m.round].push_back(std::move(m));
-  for (const auto& [round, round_rows] : by_round)
-    history_.push_back(RoundPointOf(round, round_rows));
+  // A round's duration is its completed attempt's, from the store's timestamps.
+  std::map<int64_t, double> durations;
+  if (absl::StatusOr<std::vector<RoundRecord>> rounds = store->Rounds(run_id); rounds.ok())
+    for (const RoundRecord& r : *rounds)
+      if (r.state == "completed")
+        if (auto d = SecondsBetween(r.started_at, r.finished_at); d.ok()) durations[r.round] = *d;
+  for (const auto& [round, round_rows] : by_round) {
+    RoundPoint point = RoundPointOf(round, round_rows);
+    point.duration_seconds = durations[round];
+    history_.push_back(point);
+  }
 }
 
 MonitorSnapshot Coordinator::Snapshot() const {

@@ -314,7 +314,8 @@ class Coordinator {
   std::vector<RoundPoint> history_;
   // Records the run's end state for the monitor, then returns `result` (Run()'s exits).
   absl::Status EndRun(const std::string& state, absl::Status result);
-  // The history of the rounds a resumed run completed before, from the store's metrics.
+  // The history of the rounds a resumed run completed before, from the store's metrics and
+  // round timestamps.
   void LoadHistory(RunStore* store, int64_t run_id);
   int64_t deadline_unix_ms_ = 0;
   std::map<std::string, SiteState> sites_;

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <cstdio>
+#include <ctime>
+
 #include "absl/strings/str_cat.h"
 #include "status/status_macros.h"
 
@@ -378,6 +381,24 @@ absl::StatusOr<std::vector<SiteRoundMetrics>> RunStore::Metrics(int64_t run_id) 
     out.push_back(std::move(m));
   }
   return out;
+}
+
+absl::StatusOr<double> SecondsBetween(const std::string& from, const std::string& to) {
+  auto seconds = [](const std::string& text) -> absl::StatusOr<double> {
+    std::tm tm{};
+    double second = 0;
+    char zone = 0;
+    if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%c", &tm.tm_year, &tm.tm_mon,
+                    &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &second, &zone) != 7 ||
+        zone != 'Z')
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a store timestamp"));
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return static_cast<double>(timegm(&tm)) + second;
+  };
+  ASSIGN_OR_RETURN(const double a, seconds(from));
+  ASSIGN_OR_RETURN(const double b, seconds(to));
+  return b - a;
 }
 
 }  // namespace splitfed

@@ -78,6 +78,10 @@ struct RoundClosing {
   std::vector<SiteRoundMetrics> sites;
 };
 
+// The seconds from one store timestamp to another ("YYYY-MM-DDTHH:MM:SS.sssZ", UTC, as the
+// store writes them); INVALID_ARGUMENT for text that is not one.
+absl::StatusOr<double> SecondsBetween(const std::string& from, const std::string& to);
+
 class RunStore {
  public:
   // Opens (creating if needed) the database at `path`; ":memory:" for a private one.

@@ -1179,6 +1179,12 @@ TEST(CoordinatorResume, TakesUpTheRunFromItsLastCompletedRound) {
   EXPECT_TRUE((*c)->resumed());
   EXPECT_EQ((*c)->resumed_after_round(), 1);
   EXPECT_EQ((*c)->run_id(), run_id);
+  // The monitor's plots start with the rounds before the stop, their durations included.
+  const MonitorSnapshot before = (*c)->Snapshot();
+  ASSERT_EQ(before.history.size(), 1u);
+  EXPECT_EQ(before.history[0].round, 1);
+  EXPECT_EQ(before.history[0].sites_included, 1);
+  EXPECT_GT(before.history[0].duration_seconds, 0) << "from the store's timestamps";
   ASSERT_TRUE((*c)->Join("a", 10).ok());
   auto run = std::async(std::launch::async, [&] { return (*c)->Run(); });
   absl::StatusOr<RoundTicket> t2 = WaitForTicket(**c, "a");

@@ -186,5 +186,14 @@ TEST_F(RunStoreTest, ACorruptFileIsAClearError) {
   EXPECT_TRUE(Refused(nowhere, absl::StatusCode::kUnavailable, "cannot open the run store"));
 }
 
+TEST(StoreTimestamps, SecondsBetweenReadsTheStoresOwnFormat) {
+  EXPECT_DOUBLE_EQ(*SecondsBetween("2026-12-07T12:00:01.250Z", "2026-12-07T12:00:03.000Z"), 1.75);
+  EXPECT_DOUBLE_EQ(*SecondsBetween("2026-12-31T23:59:59.500Z", "2027-01-01T00:00:00.500Z"), 1.0);
+  EXPECT_TRUE(Refused(SecondsBetween("yesterday", "2026-12-07T12:00:01.250Z"),
+                      absl::StatusCode::kInvalidArgument, "'yesterday' is not a store timestamp"));
+  EXPECT_TRUE(Refused(SecondsBetween("2026-12-07T12:00:01.250Z", ""),
+                      absl::StatusCode::kInvalidArgument));
+}
+
 }  // namespace
 }  // namespace splitfed
