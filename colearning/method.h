@@ -45,6 +45,12 @@ struct MethodOptions {
   absl::Status Validate() const;
   const char* name() const;  // the method's name in configs, reports and the store
   bool UsesTeacher() const { return kind != MethodKind::kSplitFed; }
+  // How many copies of each training image a site's batches carry through the body: two for
+  // SplitFed-CL with its consistency term (the clean batch and a perturbed copy, one split
+  // pass; colearning/site_objective.cc), one otherwise. Bounds the body's work for a site.
+  int64_t TrainingViewsPerImage() const {
+    return kind == MethodKind::kColearning && consistency ? 2 : 1;
+  }
   bool WarmingUp(int64_t round) const { return round <= warmup_rounds; }
   // The aggregation rule a run uses when none is named: fedavg, reliability, distance,
   // layerwise-quality.

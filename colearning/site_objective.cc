@@ -102,7 +102,8 @@ torch::Tensor CoLearningObjective::Inputs(const torch::Tensor&, const torch::Ten
   perturbed_ = round_.consistency && round_.consistency_weight > 0;
   if (!perturbed_) return images;
   // One split pass for both: the clean batch and its perturbed copy, so the coordinator runs
-  // one forward and one backward.
+  // one forward and one backward (the coordinator's budget counts both:
+  // MethodOptions::TrainingViewsPerImage).
   return torch::cat({images, Perturb(images, rng_)});
 }
 

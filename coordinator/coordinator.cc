@@ -504,13 +504,10 @@ absl::Status Coordinator::ChargeBodyWork(const std::string& site, int64_t round,
     auto p = participants_.find(site);
     if (p == participants_.end()) return absl::OkStatus();
     const SiteState& s = sites_[site];
-    // A site trains on each of its images once an epoch (SplitFed-CL's consistency term sends
-    // a perturbed copy beside each), asks the teacher once for each, and evaluates each
-    // validation image once (client/site_client.cc, colearning/site_objective.cc).
-    const int64_t views = options_.method.kind == MethodKind::kColearning &&
-                                  options_.method.consistency
-                              ? 2
-                              : 1;
+    // A site trains on each of its images once an epoch (in as many views as its method
+    // sends), asks the teacher once for each, and evaluates each validation image once
+    // (client/site_client.cc).
+    const int64_t views = options_.method.TrainingViewsPerImage();
     int64_t budget = 0;
     const char* kind = "";
     switch (work) {

@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "provision/certificates.h"
+#include "provision/openssl_handles.h"
 #include "provision/revocation.h"
 #include "status/status_macros.h"
 
@@ -82,21 +82,16 @@ absl::StatusOr<std::vector<std::string>> RevokeSite(const std::string& kit_dir,
                                                     const std::string& site) {
   RETURN_IF_ERROR(ValidateSiteName(site));
   const fs::path kit(kit_dir);
-  auto read = [](const fs::path& path, bool required) -> absl::StatusOr<std::string> {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      if (!required) return std::string();
-      return absl::NotFoundError(absl::StrCat(path.string(), ": cannot read"));
-    }
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
+  using openssl_handles::ReadPemFile;
   PemPair ca;
-  ASSIGN_OR_RETURN(ca.certificate, read(kit / "ca" / "ca.crt", true));
-  ASSIGN_OR_RETURN(ca.private_key, read(kit / "ca" / "ca.key", true));
-  ASSIGN_OR_RETURN(const std::string certificate, read(kit / "sites" / site / "site.crt", true));
-  ASSIGN_OR_RETURN(const std::string current, read(kit / "ca" / "revoked.crl", false));
+  ASSIGN_OR_RETURN(ca.certificate, ReadPemFile(kit / "ca" / "ca.crt"));
+  ASSIGN_OR_RETURN(ca.private_key, ReadPemFile(kit / "ca" / "ca.key"));
+  ASSIGN_OR_RETURN(const std::string certificate, ReadPemFile(kit / "sites" / site / "site.crt"));
+  // Kits provisioned before revocation existed have no list yet: the first revocation makes it.
+  std::string current;
+  if (fs::exists(kit / "ca" / "revoked.crl")) {
+    ASSIGN_OR_RETURN(current, ReadPemFile(kit / "ca" / "revoked.crl"));
+  }
   ASSIGN_OR_RETURN(const std::string revoked, RevokeCertificate(ca, current, certificate));
   // The coordinator may be reading the list: each copy is replaced whole, never rewritten.
   std::vector<std::string> written;

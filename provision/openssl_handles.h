@@ -1,4 +1,5 @@
-// OpenSSL handles with owners, and the PEM parsers provision/ shares. Private to this folder.
+// OpenSSL handles with owners, and the PEM readers and parsers provision/ shares. Private to
+// this folder.
 #pragma once
 
 #include <openssl/bio.h>
@@ -7,7 +8,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "absl/status/status.h"
@@ -52,6 +56,15 @@ inline absl::StatusOr<Key> ParseKey(const std::string& pem) {
   Key key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) return absl::InvalidArgumentError("not a PEM private key: " + OpenSslError());
   return key;
+}
+
+// A PEM file's whole text; NOT_FOUND, naming the file, when it cannot be read.
+inline absl::StatusOr<std::string> ReadPemFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace splitfed::openssl_handles

@@ -6,8 +6,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "provision/openssl_handles.h"
@@ -24,6 +22,7 @@ using openssl_handles::Key;
 using openssl_handles::OpenSslError;
 using openssl_handles::ParseCertificate;
 using openssl_handles::ParseKey;
+using openssl_handles::ReadPemFile;
 using Crl = std::unique_ptr<X509_CRL, Deleter<X509_CRL, X509_CRL_free>>;
 using Time = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME, ASN1_TIME_free>>;
 
@@ -144,35 +143,36 @@ absl::StatusOr<bool> RevocationList::IsRevoked(const std::string& certificate_pe
 absl::StatusOr<std::unique_ptr<RevocationFile>> RevocationFile::Open(
     const std::filesystem::path& path, const std::string& ca_certificate) {
   std::unique_ptr<RevocationFile> file(new RevocationFile(path, ca_certificate));
-  RETURN_IF_ERROR(file->Reload());
+  ASSIGN_OR_RETURN(const Stamp stamp, file->CurrentStamp());
+  RETURN_IF_ERROR(file->Reload(stamp));
   return file;
 }
 
-absl::Status RevocationFile::Reload() {
+absl::StatusOr<RevocationFile::Stamp> RevocationFile::CurrentStamp() const {
   std::error_code ec;
-  const auto time = std::filesystem::last_write_time(path_, ec);
-  const uintmax_t size = ec ? 0 : std::filesystem::file_size(path_, ec);
+  Stamp stamp;
+  stamp.time = std::filesystem::last_write_time(path_, ec);
+  if (!ec) stamp.size = std::filesystem::file_size(path_, ec);
   if (ec) return absl::NotFoundError(absl::StrCat(path_.string(), ": ", ec.message()));
-  std::ifstream in(path_, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  absl::StatusOr<RevocationList> list = RevocationList::Parse(text.str(), ca_);
+  return stamp;
+}
+
+absl::Status RevocationFile::Reload(const Stamp& stamp) {
+  ASSIGN_OR_RETURN(const std::string text, ReadPemFile(path_));
+  absl::StatusOr<RevocationList> list = RevocationList::Parse(text, ca_);
   if (!list.ok())
     return absl::Status(list.status().code(),
                         absl::StrCat(path_.string(), ": ", list.status().message()));
   list_ = *std::move(list);
-  seen_time_ = time;
-  seen_size_ = size;
+  seen_ = stamp;
   return absl::OkStatus();
 }
 
 absl::StatusOr<bool> RevocationFile::IsRevoked(const std::string& certificate_pem) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::error_code ec;
-  const auto time = std::filesystem::last_write_time(path_, ec);
-  const uintmax_t size = ec ? 0 : std::filesystem::file_size(path_, ec);
-  if (ec || time != seen_time_ || size != seen_size_) {
-    if (absl::Status s = Reload(); s.ok()) {
+  const absl::StatusOr<Stamp> stamp = CurrentStamp();
+  if (!stamp.ok() || !(*stamp == seen_)) {
+    if (absl::Status s = stamp.ok() ? Reload(*stamp) : stamp.status(); s.ok()) {
       LOG(INFO) << "event=revocation_list_read path=" << path_.string()
                 << " revoked=" << list_.size();
       last_problem_.clear();

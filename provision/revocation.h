@@ -50,14 +50,20 @@ class RevocationFile {
   absl::StatusOr<bool> IsRevoked(const std::string& certificate_pem);
 
  private:
+  // The file's modification time and size: a change in either means it was replaced.
+  struct Stamp {
+    std::filesystem::file_time_type time{};
+    uintmax_t size = 0;
+    bool operator==(const Stamp& o) const { return time == o.time && size == o.size; }
+  };
   RevocationFile(std::filesystem::path path, std::string ca) : path_(std::move(path)), ca_(ca) {}
-  absl::Status Reload();
+  absl::StatusOr<Stamp> CurrentStamp() const;
+  absl::Status Reload(const Stamp& stamp);  // `stamp`: the file's, just taken
 
   std::filesystem::path path_;
   std::string ca_;
   std::mutex mutex_;
-  std::filesystem::file_time_type seen_time_{};
-  uintmax_t seen_size_ = 0;
+  Stamp seen_;  // the stamp of the list in force
   RevocationList list_;
   std::string last_problem_;  // the last reload failure logged, so it is logged once
 };

@@ -595,103 +595,6 @@ TEST_F(Federation, AWaitingSiteSendsHeartbeats) {
   coordinator_->Stop();
 }
 
-// Every way a certificate can be wrong, each against a live mTLS handshake, with the exact
-// status a site sees. A handshake OpenSSL refuses never reaches the service: the call sees no
-// server (UNAVAILABLE, with nothing more said to a stranger). Certificates that pass the
-// handshake but name no enrolled site, or are revoked, reach the service and are refused by
-// name (PERMISSION_DENIED). The enrolled sites then run to the end.
-TEST_F(Federation, EachBadCertificateGetsItsExactStatusAndTheEnrolledSitesStillFinish) {
-  RunOptions options = SmallRun({"a", "b", "c"}, 1);
-  options.min_sites = 2;  // "c" is revoked below and never trains
-  options.round_open_wait_seconds = 0.2;
-  StartCoordinator(options);
-  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
-  const fs::path kit = dir_ / "kit";
-  const std::string ca = ReadText(kit / "ca/ca.crt");
-  const PemPair ca_pair{ca, ReadText(kit / "ca/ca.key")};
-  auto site_pair = [&](const std::string& site) {
-    return PemPair{ReadText(kit / "sites" / site / "site.crt"),
-                   ReadText(kit / "sites" / site / "site.key")};
-  };
-  auto issue = [&](const PemPair& by, CertificateRequest request) {
-    absl::StatusOr<PemPair> pair = IssueCertificate(by, request);
-    EXPECT_TRUE(pair.ok()) << pair.status();
-    return pair.ok() ? *pair : PemPair{};
-  };
-  auto as_site = [](const std::string& name) {
-    CertificateRequest r;
-    r.common_name = name;
-    r.organizational_unit = "site";
-    return r;
-  };
-  // "c" is revoked while the coordinator runs: the list is read again, no restart.
-  absl::StatusOr<std::vector<std::string>> revoked = RevokeSite(kit.string(), "c");
-  ASSERT_TRUE(revoked.ok()) << revoked.status();
-  EXPECT_EQ(revoked->size(), 2u) << "the CA's list and the coordinator kit's copy";
-
-  const PemPair rogue_ca = *MakeCertificateAuthority("rogue", 10);
-  CertificateRequest expired = as_site("b");
-  expired.not_before_offset_days = -30;
-  expired.valid_days = 10;
-  CertificateRequest not_yet_valid = as_site("b");
-  not_yet_valid.not_before_offset_days = 5;
-  CertificateRequest server_only = as_site("b");
-  server_only.role = CertificateRole::kServer;  // serverAuth, no clientAuth
-  const PemPair self_signed = *MakeCertificateAuthority("a", 10);
-
-  struct Case {
-    std::string name;
-    std::optional<PemPair> credentials;  // none: no client certificate at all
-    grpc::StatusCode expected;
-    std::string says;  // in the error message, when the service itself refuses
-  };
-  const std::vector<Case> cases = {
-      {"valid certificate of an enrolled site (control)", site_pair("a"), grpc::StatusCode::OK,
-       ""},
-      {"no certificate", std::nullopt, grpc::StatusCode::UNAVAILABLE, ""},
-      {"self-signed, enrolled name", self_signed, grpc::StatusCode::UNAVAILABLE, ""},
-      {"another CA, enrolled name", issue(rogue_ca, as_site("a")), grpc::StatusCode::UNAVAILABLE,
-       ""},
-      {"expired", issue(ca_pair, expired), grpc::StatusCode::UNAVAILABLE, ""},
-      {"not yet valid", issue(ca_pair, not_yet_valid), grpc::StatusCode::UNAVAILABLE, ""},
-      {"wrong key for the certificate",
-       PemPair{site_pair("a").certificate, site_pair("b").private_key},
-       grpc::StatusCode::UNAVAILABLE, ""},
-      {"the CA's own certificate as a leaf", ca_pair, grpc::StatusCode::UNAVAILABLE, ""},
-      {"no clientAuth usage", issue(ca_pair, server_only), grpc::StatusCode::UNAVAILABLE, ""},
-      {"valid, name not enrolled", site_pair("d"), grpc::StatusCode::PERMISSION_DENIED,
-       "'d' is not enrolled"},
-      {"revoked", site_pair("c"), grpc::StatusCode::PERMISSION_DENIED,
-       "the certificate of 'c' is revoked"},
-  };
-  for (const Case& c : cases) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ca;
-    if (c.credentials) {
-      ssl.pem_private_key = c.credentials->private_key;
-      ssl.pem_cert_chain = c.credentials->certificate;
-    }
-    auto stub = v1::Federation::NewStub(grpc::CreateChannel(address, grpc::SslCredentials(ssl)));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 5s);
-    v1::JoinRequest request;
-    request.set_num_images(16);
-    v1::JoinReply reply;
-    const grpc::Status status = stub->Join(&context, request, &reply);
-    EXPECT_EQ(status.error_code(), c.expected) << c.name << ": " << status.error_message();
-    EXPECT_NE(status.error_message().find(c.says), std::string::npos)
-        << c.name << ": " << status.error_message();
-  }
-
-  auto a = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("a", PhantomLoader(1, 16))).Run(); });
-  auto b = std::async(std::launch::async,
-                      [this] { return SiteClient(SiteOptions("b", PhantomLoader(2, 16))).Run(); });
-  ExpectRunFinishes(120s);
-  EXPECT_TRUE(a.get().ok());
-  EXPECT_TRUE(b.get().ok());
-}
-
 }  // namespace
 }  // namespace splitfed
 
@@ -703,9 +606,12 @@ using test_refusal::Refused;
 // A site driven message by message, to break the protocol on purpose.
 class RawSite {
  public:
-  RawSite(const std::string& address, const fs::path& kit) {
-    grpc::SslCredentialsOptions ssl{ReadText(kit / "ca.crt"), ReadText(kit / "site.key"),
-                                    ReadText(kit / "site.crt")};
+  RawSite(const std::string& address, const fs::path& kit)
+      : RawSite(address, grpc::SslCredentialsOptions{ReadText(kit / "ca.crt"),
+                                                     ReadText(kit / "site.key"),
+                                                     ReadText(kit / "site.crt")}) {}
+  // Over mutual TLS with whatever the test hands it (a certificate it forged, or none).
+  RawSite(const std::string& address, const grpc::SslCredentialsOptions& ssl) {
     auto channel = grpc::CreateChannel(address, grpc::SslCredentials(ssl));
     federation_ = v1::Federation::NewStub(channel);
     split_ = v1::Split::NewStub(channel);
@@ -855,6 +761,97 @@ TEST_F(Federation, ParkedWaitRoundCallsEndOnTheirLongPollOrAtShutdown) {
   const grpc::Status ended = parked.get();
   EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - shutdown, 15s);
+}
+
+// Every way a certificate can be wrong, each against a live mTLS handshake, with the exact
+// status a site sees. A handshake OpenSSL refuses never reaches the service: the call sees no
+// server (UNAVAILABLE, with nothing more said to a stranger). Certificates that pass the
+// handshake but name no enrolled site, or are revoked, reach the service and are refused by
+// name (PERMISSION_DENIED). The enrolled sites then run to the end.
+TEST_F(Federation, EachBadCertificateGetsItsExactStatusAndTheEnrolledSitesStillFinish) {
+  RunOptions options = SmallRun({"a", "b", "c"}, 1);
+  options.min_sites = 2;  // "c" is revoked below and never trains
+  options.round_open_wait_seconds = 0.2;
+  StartCoordinator(options);
+  const std::string address = "127.0.0.1:" + std::to_string(server_->port());
+  const fs::path kit = dir_ / "kit";
+  const std::string ca = ReadText(kit / "ca/ca.crt");
+  const PemPair ca_pair{ca, ReadText(kit / "ca/ca.key")};
+  auto site_pair = [&](const std::string& site) {
+    return PemPair{ReadText(kit / "sites" / site / "site.crt"),
+                   ReadText(kit / "sites" / site / "site.key")};
+  };
+  auto issue = [&](const PemPair& by, CertificateRequest request) {
+    absl::StatusOr<PemPair> pair = IssueCertificate(by, request);
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    return pair.ok() ? *pair : PemPair{};
+  };
+  auto as_site = [](const std::string& name) {
+    CertificateRequest r;
+    r.common_name = name;
+    r.organizational_unit = "site";
+    return r;
+  };
+  // "c" is revoked while the coordinator runs: the list is read again, no restart.
+  absl::StatusOr<std::vector<std::string>> revoked = RevokeSite(kit.string(), "c");
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_EQ(revoked->size(), 2u) << "the CA's list and the coordinator kit's copy";
+
+  const PemPair rogue_ca = *MakeCertificateAuthority("rogue", 10);
+  CertificateRequest expired = as_site("b");
+  expired.not_before_offset_days = -30;
+  expired.valid_days = 10;
+  CertificateRequest not_yet_valid = as_site("b");
+  not_yet_valid.not_before_offset_days = 5;
+  CertificateRequest server_only = as_site("b");
+  server_only.role = CertificateRole::kServer;  // serverAuth, no clientAuth
+  const PemPair self_signed = *MakeCertificateAuthority("a", 10);
+
+  struct Case {
+    std::string name;
+    std::optional<PemPair> credentials;  // none: no client certificate at all
+    grpc::StatusCode expected;
+    std::string says;  // in the error message, when the service itself refuses
+  };
+  const std::vector<Case> cases = {
+      {"valid certificate of an enrolled site (control)", site_pair("a"), grpc::StatusCode::OK,
+       ""},
+      {"no certificate", std::nullopt, grpc::StatusCode::UNAVAILABLE, ""},
+      {"self-signed, enrolled name", self_signed, grpc::StatusCode::UNAVAILABLE, ""},
+      {"another CA, enrolled name", issue(rogue_ca, as_site("a")), grpc::StatusCode::UNAVAILABLE,
+       ""},
+      {"expired", issue(ca_pair, expired), grpc::StatusCode::UNAVAILABLE, ""},
+      {"not yet valid", issue(ca_pair, not_yet_valid), grpc::StatusCode::UNAVAILABLE, ""},
+      {"wrong key for the certificate",
+       PemPair{site_pair("a").certificate, site_pair("b").private_key},
+       grpc::StatusCode::UNAVAILABLE, ""},
+      {"the CA's own certificate as a leaf", ca_pair, grpc::StatusCode::UNAVAILABLE, ""},
+      {"no clientAuth usage", issue(ca_pair, server_only), grpc::StatusCode::UNAVAILABLE, ""},
+      {"valid, name not enrolled", site_pair("d"), grpc::StatusCode::PERMISSION_DENIED,
+       "'d' is not enrolled"},
+      {"revoked", site_pair("c"), grpc::StatusCode::PERMISSION_DENIED,
+       "the certificate of 'c' is revoked"},
+  };
+  for (const Case& c : cases) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca;
+    if (c.credentials) {
+      ssl.pem_private_key = c.credentials->private_key;
+      ssl.pem_cert_chain = c.credentials->certificate;
+    }
+    const grpc::Status status = RawSite(address, ssl).Join();
+    EXPECT_EQ(status.error_code(), c.expected) << c.name << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find(c.says), std::string::npos)
+        << c.name << ": " << status.error_message();
+  }
+
+  auto a = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("a", PhantomLoader(1, 16))).Run(); });
+  auto b = std::async(std::launch::async,
+                      [this] { return SiteClient(SiteOptions("b", PhantomLoader(2, 16))).Run(); });
+  ExpectRunFinishes(120s);
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
 }
 
 v1::SplitMessage Activation(int64_t round, const torch::Tensor& t) {
